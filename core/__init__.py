@@ -1,0 +1,1 @@
+"""laser-blender's streaming engine: torch/numpy/opencv only, never bpy."""

@@ -1,0 +1,3 @@
+"""laser-blender: CLI, worker process, protocol, exporters and Blender scene builder."""
+
+__version__ = "0.1.0"
