@@ -1,0 +1,273 @@
+"""The line protocol between the Blender add-on and the engine's worker process.
+
+One JSON object per line, UTF-8, every object carrying the protocol version
+``"v": 1`` and a ``type`` that selects its model:
+
+* client -> worker, on the worker's stdin: the :class:`Job` (first line), then
+  optionally :class:`Cancel` (the bare word ``cancel`` is accepted too);
+* worker -> client, on the worker's stdout: the events ``started``,
+  ``window_done``, ``progress``, ``warning``, then exactly one terminal event,
+  ``finished``, ``cancelled`` or ``error``.
+
+Both sides validate every line. :func:`decode` never raises: a line that is not
+JSON, speaks another version, names an unknown type or fails validation becomes
+a :class:`ProtocolIssue` the reader can report.
+
+This module ships inside Blender: it imports nothing beyond pydantic and the
+standard library (no torch, numpy or bpy).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, TypeAdapter, ValidationError, model_validator
+
+PROTOCOL_VERSION = 1
+
+BackboneName = Literal["pi3", "vggt", "synthetic"]
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+NonNegFloat = Annotated[FiniteFloat, Field(ge=0)]
+
+
+class _Message(BaseModel):
+    """Base of every line: strict fields and the protocol version."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = PROTOCOL_VERSION
+
+
+# --------------------------------------------------------------------------- client -> worker
+
+class Job(_Message):
+    """One reconstruction: what the add-on, the CLI or a job file asks the worker to do.
+
+    Paths are strings as the user gave them (absolute paths recommended: the
+    worker may run in another working directory).
+    """
+
+    type: Literal["job"] = "job"
+    input: str = Field(min_length=1, description="footage: a video file or a folder of images")
+    run_dir: str = Field(min_length=1, description="run directory to write (or resume)")
+    backbone: BackboneName = "pi3"
+    weights: str | None = Field(None, description="checkpoint file or Hugging Face repo id; default per backbone")
+    synthetic_scene: str | None = Field(None, description="ground-truth folder of a synthetic scene (backbone 'synthetic')")
+    window: int = Field(30, ge=2)
+    overlap: int = Field(10, ge=0)
+    stride: int = Field(1, ge=1)
+    start: int = Field(0, ge=0)
+    max_frames: int | None = Field(None, ge=1)
+    conf_keep: float = Field(0.5, gt=0, le=1, description="share of most confident pixels kept")
+    layer_align: bool = True
+    focal_px: float | None = Field(None, gt=0, description="known focal length in footage pixels")
+    focal_mm: float | None = Field(None, gt=0, description="known focal length in mm (needs sensor_width_mm)")
+    sensor_width_mm: float | None = Field(None, gt=0)
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    dtype: Dtype = "auto"
+    resume: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Job":
+        if self.overlap >= self.window:
+            raise ValueError(f"overlap ({self.overlap}) must be smaller than window ({self.window})")
+        if self.focal_px is not None and self.focal_mm is not None:
+            raise ValueError("give the focal length either in pixels (focal_px) or in mm (focal_mm), not both")
+        if self.focal_mm is not None and self.sensor_width_mm is None:
+            raise ValueError("focal_mm needs sensor_width_mm (the camera's sensor width in mm)")
+        if self.backbone == "synthetic" and not self.synthetic_scene:
+            raise ValueError("backbone 'synthetic' needs synthetic_scene (the scene's ground-truth folder)")
+        return self
+
+
+class Cancel(_Message):
+    """Ask the worker to stop after the window in progress."""
+
+    type: Literal["cancel"] = "cancel"
+
+
+# --------------------------------------------------------------------------- worker -> client
+
+class Started(_Message):
+    """The footage is open and the backbone loaded; frames are about to stream."""
+
+    type: Literal["started"] = "started"
+    run_dir: str
+    total_frames: int | None = Field(None, ge=0, description="None when the source cannot tell")
+    fps: NonNegFloat | None = None
+    width: int = Field(ge=1, description="footage width in pixels")
+    height: int = Field(ge=1)
+    pred_width: int = Field(ge=1, description="network input (prediction) width")
+    pred_height: int = Field(ge=1)
+    backbone: str
+    resumed: bool = False
+
+
+class WindowDone(_Message):
+    """An aligned window is on disk (``path``, an ``aligned/wNNNNN.npz`` of the run)."""
+
+    type: Literal["window_done"] = "window_done"
+    index: int = Field(ge=0)
+    frames: list[int]
+    path: str
+
+
+class Progress(_Message):
+    """Throughput so far."""
+
+    type: Literal["progress"] = "progress"
+    frames_done: int = Field(ge=0)
+    total_frames: int | None = Field(None, ge=0)
+    fps: NonNegFloat = Field(description="frames per second")
+    eta_s: NonNegFloat | None = Field(None, description="seconds left; None when unknown")
+
+
+class WarningEvent(_Message):
+    """Something the user should know that does not stop the run (e.g. the weights' licence)."""
+
+    type: Literal["warning"] = "warning"
+    message: str
+
+
+class ErrorEvent(_Message):
+    """The run stopped on an error; ``message`` says what to do about it."""
+
+    type: Literal["error"] = "error"
+    message: str
+    log: str | None = Field(None, description="the worker's log file, when there is one")
+    resumable: bool = Field(False, description="finished windows are kept and --resume continues")
+
+
+class Finished(_Message):
+    """The run is complete."""
+
+    type: Literal["finished"] = "finished"
+    run_dir: str
+    windows: int = Field(ge=0)
+    frames: int = Field(ge=0)
+    seconds: NonNegFloat
+
+
+class Cancelled(_Message):
+    """The run stopped on request after its current window; resumable."""
+
+    type: Literal["cancelled"] = "cancelled"
+    run_dir: str
+    windows: int = Field(ge=0)
+    frames: int = Field(ge=0)
+
+
+Event = Annotated[
+    Union[Started, WindowDone, Progress, WarningEvent, ErrorEvent, Finished, Cancelled],
+    Field(discriminator="type"),
+]
+TERMINAL_TYPES = frozenset({"finished", "cancelled", "error"})
+
+
+def is_terminal(event: object) -> bool:
+    """True for the events that end a run (finished, cancelled, error)."""
+    return getattr(event, "type", None) in TERMINAL_TYPES
+
+
+class ProtocolIssue(BaseModel):
+    """A line a reader could not accept; never sent, only produced by :func:`decode`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: Literal["protocol_issue"] = "protocol_issue"
+    line: str = Field(description="the offending line, shortened to 200 characters")
+    reason: str
+
+    def as_warning(self) -> WarningEvent:
+        """The issue as a warning event, for readers that only show events."""
+        return WarningEvent(message=f"ignored a malformed line from the worker ({self.reason}): {self.line!r}")
+
+
+_EVENTS: TypeAdapter = TypeAdapter(Event)
+_EVENT_TYPES = frozenset({"started", "window_done", "progress", "warning", "error", "finished", "cancelled"})
+
+
+def encode(message: _Message) -> str:
+    """One protocol line for ``message``, without the trailing newline."""
+    return message.model_dump_json()
+
+
+def _issue(line: str, reason: str) -> ProtocolIssue:
+    short = line if len(line) <= 200 else line[:197] + "..."
+    return ProtocolIssue(line=short, reason=reason)
+
+
+def _load_object(line: str) -> dict | ProtocolIssue:
+    """The JSON object on ``line`` with a supported version, or the issue with it."""
+    text = line.strip()
+    if not text:
+        return _issue(line, "empty line")
+    try:
+        obj = json.loads(text)
+    except ValueError as e:
+        return _issue(line, f"not JSON: {e}")
+    if not isinstance(obj, dict):
+        return _issue(line, f"expected a JSON object, got {type(obj).__name__}")
+    if obj.get("v") != PROTOCOL_VERSION:
+        return _issue(line, f"protocol version {obj.get('v')!r}, this reader speaks {PROTOCOL_VERSION}")
+    return obj
+
+
+def _validation_reason(kind: str, e: ValidationError) -> str:
+    parts = [f"{'.'.join(str(p) for p in err['loc']) or kind}: {err['msg']}" for err in e.errors()]
+    return f"invalid {kind}: " + "; ".join(parts)
+
+
+def decode(line: str) -> Event | ProtocolIssue:
+    """Parse one worker -> client line; never raises."""
+    obj = _load_object(line)
+    if isinstance(obj, ProtocolIssue):
+        return obj
+    kind = obj.get("type")
+    if kind not in _EVENT_TYPES:
+        return _issue(line, f"unknown event type {kind!r}")
+    try:
+        return _EVENTS.validate_python(obj)
+    except ValidationError as e:
+        return _issue(line, _validation_reason(f"{kind} event", e))
+
+
+def decode_control(line: str) -> Cancel | ProtocolIssue:
+    """Parse one client -> worker line after the job; never raises."""
+    if line.strip() == "cancel":
+        return Cancel()
+    obj = _load_object(line)
+    if isinstance(obj, ProtocolIssue):
+        return obj
+    if obj.get("type") != "cancel":
+        return _issue(line, f"unknown control message type {obj.get('type')!r}")
+    try:
+        return Cancel.model_validate(obj)
+    except ValidationError as e:
+        return _issue(line, _validation_reason("cancel message", e))
+
+
+def parse_job(text: str) -> Job:
+    """The job in ``text``: one JSON object, possibly spread over lines (a job file).
+
+    ``"v"`` and ``"type"`` may be left out of hand-written job files.
+
+    Raises:
+        ValueError: naming every problem, when ``text`` is not a valid job.
+    """
+    try:
+        obj = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"not a laser-blender job: not JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"not a laser-blender job: expected a JSON object, got {type(obj).__name__}")
+    obj = {"v": PROTOCOL_VERSION, "type": "job", **obj}
+    if obj["v"] != PROTOCOL_VERSION:
+        raise ValueError(f"job uses protocol version {obj['v']!r}, this worker speaks {PROTOCOL_VERSION}")
+    if obj["type"] != "job":
+        raise ValueError(f"not a laser-blender job: type is {obj['type']!r}")
+    try:
+        return Job.model_validate(obj)
+    except ValidationError as e:
+        raise ValueError(_validation_reason("job", e)) from None
