@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 Rope = tuple[Tensor, Tensor]
-"""RoPE tables ``(cos, sin)``, each (B, 1, T, head_dim) float32, from :func:`rope_tables`."""
+"""RoPE tables ``(cos, sin)``, each (B, 1, T, head_dim), from :func:`rope_tables`."""
 
 
 def patch_positions(batch: int, rows: int, cols: int, device: torch.device | str | None = None) -> Tensor:
@@ -35,7 +35,7 @@ def patch_positions(batch: int, rows: int, cols: int, device: torch.device | str
     return grid.expand(batch, -1, -1)
 
 
-def rope_tables(pos: Tensor, head_dim: int, base: float = 100.0) -> Rope:
+def rope_tables(pos: Tensor, head_dim: int, base: float = 100.0, dtype: torch.dtype = torch.float32) -> Rope:
     """Cos/sin tables for 2D rotary embedding at integer positions.
 
     The first half of a head's channels is rotated by the row position, the second
@@ -47,15 +47,17 @@ def rope_tables(pos: Tensor, head_dim: int, base: float = 100.0) -> Rope:
         pos: (B, T, 2) integer (row, col) positions.
         head_dim: channels per head; must be a multiple of 4.
         base: frequency base (100 for pi3 and VGGT).
+        dtype: precision of the tables; float32, or float64 for a float64 model. The
+            angles themselves are always formed in float32, as the released models were.
 
     Returns:
-        ``(cos, sin)``, each (B, 1, T, head_dim) float32, for :func:`apply_rope`.
+        ``(cos, sin)``, each (B, 1, T, head_dim) of ``dtype``, for :func:`apply_rope`.
     """
     if head_dim % 4:
         raise ValueError(f"2D RoPE needs head_dim divisible by 4, got {head_dim}")
     half = head_dim // 2
     inv_freq = 1.0 / base ** (torch.arange(0, half, 2, device=pos.device, dtype=torch.float32) / half)
-    angles = pos.to(torch.float32)[..., None] * inv_freq  # (B, T, 2, half / 2)
+    angles = (pos.to(torch.float32)[..., None] * inv_freq).to(dtype)  # (B, T, 2, half / 2)
     angles = torch.cat([angles, angles], dim=-1).flatten(-2)  # (B, T, head_dim): [row, row, col, col]
     return angles.cos()[:, None], angles.sin()[:, None]
 
@@ -240,11 +242,13 @@ class DinoV2Encoder(nn.Module):
 
         The cls entry comes first and is never resampled. Patch entries are the stored
         grid unless the input grid is exactly ``pos_grid`` x ``pos_grid``, else bicubic
-        antialiased resampling to the explicit output size, computed in float32.
+        antialiased resampling to the explicit output size, computed in float32
+        (float64 for a float64 model).
         """
         if rows == cols == self.pos_grid:
             return self.pos_embed
-        table = self.pos_embed.float()
+        table = self.pos_embed
+        table = table.float() if table.dtype in (torch.float16, torch.bfloat16) else table
         g, c = self.pos_grid, table.shape[-1]
         grid = table[:, 1:].reshape(1, g, g, c).permute(0, 3, 1, 2)
         grid = F.interpolate(grid, size=(rows, cols), mode="bicubic", antialias=True, align_corners=False)
