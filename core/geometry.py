@@ -1,0 +1,135 @@
+"""Pure geometry helpers (numpy). Conventions: OpenCV camera axes (x right, y down,
+z forward), camera-to-world poses, pixel (row i, col j) centred at (j + 0.5, i + 0.5)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates: two (H, W) float32 arrays u (columns) and v (rows)."""
+    u = np.arange(width, dtype=np.float32) + 0.5
+    v = np.arange(height, dtype=np.float32) + 0.5
+    return np.broadcast_to(u[None, :], (height, width)), np.broadcast_to(v[:, None], (height, width))
+
+
+def intrinsics(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
+    """(3, 3) float64 pinhole matrix."""
+    return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+
+
+def unproject(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Camera-space points from z-depth.
+
+    Args:
+        depth: (..., H, W) z-depth.
+        K: (3, 3) intrinsics at the depth map's resolution.
+    Returns:
+        (..., H, W, 3) float32 points in OpenCV camera axes.
+    """
+    h, w = depth.shape[-2:]
+    u, v = pixel_grid(h, w)
+    x = (u - K[0, 2]) / K[0, 0]
+    y = (v - K[1, 2]) / K[1, 1]
+    depth = depth.astype(np.float32, copy=False)
+    return np.stack([x * depth, y * depth, depth], axis=-1)
+
+
+def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a (4, 4) transform (rotation part may carry a scale) to (..., 3) points."""
+    return points @ T[:3, :3].T.astype(points.dtype) + T[:3, 3].astype(points.dtype)
+
+
+def estimate_focal(points: np.ndarray, mask: np.ndarray, iterations: int = 5) -> float:
+    """Robust shared focal length (pixels) from camera-space points, principal point at the centre.
+
+    Each valid pixel gives two equations ``u - cx = f * x / z`` and ``v - cy = f * y / z``;
+    f is their iteratively reweighted (Huber) least-squares solution.
+
+    Args:
+        points: (N, H, W, 3) camera-space points.
+        mask: (N, H, W) bool pixels to use.
+    """
+    n, h, w = mask.shape
+    u, v = pixel_grid(h, w)
+    z = points[..., 2]
+    valid = mask & (z > 1e-6) & np.isfinite(points).all(-1)
+    if valid.sum() < 16:
+        raise ValueError("too few confident pixels to estimate the focal length")
+    a = np.concatenate([(points[..., 0] / np.where(valid, z, 1))[valid],
+                        (points[..., 1] / np.where(valid, z, 1))[valid]]).astype(np.float64)
+    b = np.concatenate([np.broadcast_to(u - w / 2, (n, h, w))[valid],
+                        np.broadcast_to(v - h / 2, (n, h, w))[valid]]).astype(np.float64)
+    weights = np.ones_like(a)
+    f = float((a * b).sum() / max((a * a).sum(), 1e-12))
+    for _ in range(iterations):
+        r = np.abs(b - f * a)
+        delta = max(1.345 * 1.4826 * float(np.median(r)), 1e-6)
+        weights = np.where(r <= delta, 1.0, delta / np.maximum(r, 1e-12))
+        f = float((weights * a * b).sum() / max((weights * a * a).sum(), 1e-12))
+    return f
+
+
+def robust_log_scale(numer: np.ndarray, denom: np.ndarray, weights: np.ndarray | None = None,
+                     iterations: int = 6) -> float:
+    """Robust scale s with ``numer ~ s * denom``, by IRLS (Huber) on log ratios.
+
+    Args:
+        numer, denom: (M,) positive values.
+        weights: (M,) optional non-negative prior weights (e.g. confidence).
+    Returns:
+        s > 0 (1.0 when there is nothing to fit).
+    """
+    r = np.log(numer.astype(np.float64)) - np.log(denom.astype(np.float64))
+    w0 = np.ones_like(r) if weights is None else weights.astype(np.float64)
+    ok = np.isfinite(r) & (w0 > 0)
+    r, w0 = r[ok], w0[ok]
+    if r.size == 0:
+        return 1.0
+    mu = float(np.median(r))
+    for _ in range(iterations):
+        res = np.abs(r - mu)
+        delta = max(1.345 * 1.4826 * float(np.median(res)), 1e-9)
+        w = w0 * np.where(res <= delta, 1.0, delta / np.maximum(res, 1e-12))
+        mu = float((w * r).sum() / max(w.sum(), 1e-12))
+    return float(np.exp(mu))
+
+
+def rigid_align(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted Kabsch: rotation R and translation t minimising sum w |dst - (R src + t)|^2.
+
+    Args:
+        src, dst: (M, 3) corresponding points.
+        weights: (M,) optional non-negative weights.
+    Returns:
+        R (3, 3) proper rotation, t (3,).
+    """
+    w = np.ones(len(src)) if weights is None else np.asarray(weights, np.float64)
+    w = w / w.sum()
+    mu_s = (w[:, None] * src).sum(0)
+    mu_d = (w[:, None] * dst).sum(0)
+    cov = ((dst - mu_d) * w[:, None]).T @ (src - mu_s)
+    U, _, Vt = np.linalg.svd(cov)
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
+    R = U @ D @ Vt
+    return R, mu_d - R @ mu_s
+
+
+def sim3_matrix(s: float, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """(4, 4) matrix of x -> s R x + t."""
+    T = np.eye(4)
+    T[:3, :3] = s * R
+    T[:3, 3] = t
+    return T
+
+
+def apply_sim3_to_poses(s: float, R: np.ndarray, t: np.ndarray, poses: np.ndarray) -> np.ndarray:
+    """Map (N, 4, 4) camera-to-world poses through x -> s R x + t, keeping them rigid.
+
+    The camera centre moves to ``s R c + t`` and the orientation to ``R R_c``; the
+    scale goes into the scene (depths multiply by s), not into the pose matrix.
+    """
+    out = np.array(poses, dtype=np.float64, copy=True)
+    out[:, :3, :3] = R @ out[:, :3, :3]
+    out[:, :3, 3] = s * out[:, :3, 3] @ R.T + t
+    return out

@@ -1,0 +1,188 @@
+"""Streaming window registration: confidence masks, fixed intrinsics, Sim(3) to the previous window.
+
+A window's prediction lives in its own arbitrary Sim(3) frame. Registration maps it
+into the world of the first window:
+
+1. confidence mask: per frame, keep the top ``conf_keep`` share of valid pixels; on
+   the overlap the mask used for fitting is mutual (both windows confident);
+2. intrinsics: estimated once from the first window (or given), then kept fixed;
+   depth is each point's z, re-projected through the fixed K;
+3. Sim(3): a robust (IRLS) scale from the overlap depths, then rotation and
+   translation by weighted Kabsch on the overlap cameras' centres plus points along
+   their view and up directions;
+4. optional depth refinement hook (layer-wise scale alignment) on the scaled depth.
+
+Conventions: OpenCV camera axes, camera-to-world poses, depth is z.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from core.geometry import apply_sim3_to_poses, estimate_focal, intrinsics, rigid_align, robust_log_scale
+from core.types import AlignedWindow, LayerAlignInput, WindowPrediction
+
+DepthRefiner = Callable[[LayerAlignInput], np.ndarray]
+"""Layer-wise scale alignment hook: returns the corrected (N, H, W) depth."""
+
+
+@dataclass
+class Reference:
+    """The registered tail of the previous window, which the next window overlaps.
+
+    Attributes:
+        frames: (O,) source frame indices.
+        poses: (O, 4, 4) world camera-to-world poses.
+        depth: (O, H, W) final world-scale depth.
+        mask: (O, H, W) bool confident pixels.
+    """
+
+    frames: np.ndarray
+    poses: np.ndarray
+    depth: np.ndarray
+    mask: np.ndarray
+
+
+@dataclass
+class RegistrationResult:
+    window: AlignedWindow
+    reference: Reference
+
+
+def confidence_mask(conf: np.ndarray, depth: np.ndarray, keep: float) -> np.ndarray:
+    """Per frame, keep the ``keep`` share of most confident pixels with valid depth.
+
+    Args:
+        conf: (N, H, W) confidence (higher is better).
+        depth: (N, H, W) depth; pixels with non-finite or non-positive depth are dropped.
+        keep: share in (0, 1].
+    Returns:
+        (N, H, W) bool mask.
+    """
+    valid = np.isfinite(depth) & (depth > 0) & np.isfinite(conf)
+    if keep >= 1.0:
+        return valid
+    n = conf.shape[0]
+    step = max(1, int(np.sqrt(conf[0].size / 20000)))  # quantile from ~20k samples per frame
+    sample = np.where(valid, conf, np.nan)[:, ::step, ::step].reshape(n, -1)
+    with np.errstate(all="ignore"):
+        thresh = np.nanquantile(sample, 1.0 - keep, axis=1)
+    thresh = np.where(np.isfinite(thresh), thresh, np.inf)
+    return valid & (conf >= thresh[:, None, None])
+
+
+def initial_intrinsics(pred: WindowPrediction, mask: np.ndarray, focal_px: float | None) -> np.ndarray:
+    """Fixed (3, 3) intrinsics at prediction resolution, principal point at the centre.
+
+    ``focal_px`` (prediction pixels) overrides everything; otherwise the backbone's
+    predicted intrinsics (median over the window) or a robust estimate from the points.
+    """
+    h, w = pred.size
+    if focal_px is not None:
+        return intrinsics(focal_px, focal_px, w / 2, h / 2)
+    if pred.intrinsics is not None:
+        fx = float(np.median(pred.intrinsics[:, 0, 0]))
+        fy = float(np.median(pred.intrinsics[:, 1, 1]))
+        return intrinsics(fx, fy, w / 2, h / 2)
+    f = estimate_focal(pred.points, mask)
+    if not np.isfinite(f) or f <= 0:
+        raise ValueError(f"focal length estimate {f} is not positive; pass a known focal length")
+    return intrinsics(f, f, w / 2, h / 2)
+
+
+def overlap_scale(ref: Reference, depth: np.ndarray, mask: np.ndarray, conf: np.ndarray,
+                  max_samples: int = 200_000) -> float:
+    """Robust scale mapping the new window's overlap depth onto the reference depth.
+
+    Args:
+        ref: previous window's tail, O frames.
+        depth, mask, conf: (N, H, W) of the new window; its first O frames overlap ``ref``.
+    """
+    o = len(ref.frames)
+    both = ref.mask & mask[:o]
+    idx = np.flatnonzero(both)
+    if idx.size < 16:
+        raise ValueError("the window shares too few confident pixels with the previous one")
+    if idx.size > max_samples:
+        idx = idx[:: idx.size // max_samples + 1]
+    return robust_log_scale(ref.depth.reshape(-1)[idx], depth[:o].reshape(-1)[idx],
+                            conf[:o].reshape(-1)[idx].clip(min=1e-6))
+
+
+def overlap_rigid(ref_poses: np.ndarray, new_poses: np.ndarray, scale: float,
+                  arm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation and translation taking the scaled new window frame onto the world.
+
+    Each overlap camera contributes its centre and the points ``arm`` ahead along its
+    view direction (+z) and above it along its up direction (-y), so the rotation is
+    well defined even when the cameras barely move.
+
+    Args:
+        ref_poses, new_poses: (O, 4, 4) camera-to-world of the same frames, world and window frame.
+        scale: the window's Sim(3) scale.
+        arm: length (world units) of the view/up offsets.
+    """
+    def anchors(poses: np.ndarray, s: float) -> np.ndarray:
+        c = s * poses[:, :3, 3]
+        z = poses[:, :3, 2]
+        up = -poses[:, :3, 1]
+        return np.concatenate([c, c + arm * z, c + arm * up])
+
+    return rigid_align(anchors(new_poses.astype(np.float64), scale), anchors(ref_poses.astype(np.float64), 1.0))
+
+
+def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.ndarray | None,
+                    reference: Reference | None, conf_keep: float, focal_px: float | None = None,
+                    refine: DepthRefiner | None = None) -> tuple[RegistrationResult, np.ndarray]:
+    """Register one window to the previous one.
+
+    Args:
+        index: window index.
+        pred: the window's prediction; its first ``overlap`` frames repeat ``reference``.
+        overlap: frames shared with the previous window (ignored for the first).
+        K: fixed intrinsics, or None for the first window (then estimated).
+        reference: previous window's tail, None for the first window.
+        conf_keep: share of confident pixels kept.
+        focal_px: known focal length at prediction resolution (first window only).
+        refine: optional layer-wise scale alignment hook.
+    Returns:
+        (result, K): the aligned frames this window adds plus the next reference, and
+        the fixed intrinsics.
+    """
+    raw_depth = pred.points[..., 2]
+    mask = confidence_mask(pred.conf, raw_depth, conf_keep)
+    if K is None:
+        K = initial_intrinsics(pred, mask, focal_px)
+    depth = np.where(np.isfinite(raw_depth) & (raw_depth > 0), raw_depth, 0).astype(np.float32)
+
+    if reference is None:
+        scale, poses, first_new = 1.0, pred.poses.astype(np.float64), 0
+    else:
+        o = len(reference.frames)
+        if o != overlap or not np.array_equal(reference.frames, pred.frames[:o]):
+            raise ValueError(f"window {index} does not start with the previous window's last "
+                             f"{overlap} frames ({reference.frames.tolist()} vs {pred.frames[:o].tolist()})")
+        scale = overlap_scale(reference, depth, mask, pred.conf)
+        arm = float(np.median(reference.depth[reference.mask])) if reference.mask.any() else 1.0
+        R, t = overlap_rigid(reference.poses, pred.poses, scale, arm)
+        poses = apply_sim3_to_poses(scale, R, t, pred.poses)
+        depth = depth * np.float32(scale)
+        if refine is not None:
+            depth = refine(LayerAlignInput(ref_depth=reference.depth, ref_mask=reference.mask,
+                                           depth=depth, mask=mask, conf=pred.conf, overlap=o))
+            depth = np.asarray(depth, np.float32)
+        first_new = o
+
+    keep = slice(first_new, None)
+    window = AlignedWindow(
+        index=index, frames=pred.frames[keep].astype(np.int64), poses=poses[keep].astype(np.float32),
+        K=K.astype(np.float32), depth=depth[keep], conf=pred.conf[keep].astype(np.float32),
+        colors=pred.colors[keep], mask=mask[keep], scale=float(scale),
+    )
+    tail = slice(max(len(pred) - overlap, 0), None) if overlap > 0 else slice(len(pred), None)
+    ref = Reference(frames=pred.frames[tail].astype(np.int64), poses=poses[tail],
+                    depth=depth[tail], mask=mask[tail])
+    return RegistrationResult(window=window, reference=ref), K
