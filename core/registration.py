@@ -167,7 +167,7 @@ def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.n
                              f"{overlap} frames ({reference.frames.tolist()} vs {pred.frames[:o].tolist()})")
         scale = overlap_scale(reference, depth, mask, pred.conf)
         arm = float(np.median(reference.depth[reference.mask])) if reference.mask.any() else 1.0
-        R, t = overlap_rigid(reference.poses, pred.poses, scale, arm)
+        R, t = overlap_rigid(reference.poses, pred.poses[:o], scale, arm)
         poses = apply_sim3_to_poses(scale, R, t, pred.poses)
         depth = depth * np.float32(scale)
         if refine is not None:

@@ -1,0 +1,93 @@
+"""Synthetic footage with exact ground truth, and a backbone that predicts it like a network.
+
+* :class:`Scene` / :class:`SceneConfig`: the analytic scene.
+* :class:`SyntheticBackbone` / :class:`SyntheticNoise`: monocular-network-like predictions.
+* :class:`SyntheticSource`: a frame source that renders on the fly (no video file).
+* :func:`render_clip`: writes an mp4 plus a ground-truth directory (``core.groundtruth``).
+* :func:`load_synthetic_backbone`: the backbone for a ground-truth directory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+
+from core.backbones.base import InputGeometry
+from core.frames import FrameSourceError, apply_geometry
+from core.groundtruth import GroundTruthWriter, load_ground_truth
+from core.synthetic.backbone import SyntheticBackbone, SyntheticNoise
+from core.synthetic.scene import Scene, SceneConfig
+
+__all__ = ["Scene", "SceneConfig", "SyntheticBackbone", "SyntheticNoise", "SyntheticSource",
+           "render_clip", "load_synthetic_backbone"]
+
+
+@dataclass(frozen=True)
+class SyntheticInfo:
+    path: str
+    width: int
+    height: int
+    fps: float
+    num_frames: int
+
+
+class SyntheticSource:
+    """Frames of a :class:`Scene` rendered on demand (same interface as ``core.frames``)."""
+
+    def __init__(self, scene: Scene, num_frames: int | None = None):
+        self.scene = scene
+        c = scene.config
+        self.info = SyntheticInfo(path=f"synthetic:{c.width}x{c.height}", width=c.width, height=c.height,
+                                  fps=c.fps, num_frames=num_frames or c.num_frames)
+
+    def frames(self, geometry: InputGeometry | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        direct = geometry is not None and geometry.offset == (0, 0) and geometry.resized == geometry.size
+        w, h = geometry.size if direct else (self.info.width, self.info.height)
+        for i in range(self.info.num_frames):
+            img = self.scene.render(i, w, h)["colors"]
+            yield i, img if direct or geometry is None else apply_geometry(img, geometry)
+
+
+def render_clip(out_dir: Path, config: SceneConfig = SceneConfig(),
+                progress: Callable[[int, int], None] | None = None) -> tuple[Path, Path]:
+    """Render ``config`` to ``out_dir/clip.mp4`` and ground truth to ``out_dir/gt``.
+
+    Returns:
+        (clip path, ground-truth directory).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scene = Scene(config)
+    clip = out_dir / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), config.fps, (config.width, config.height))
+    if not writer.isOpened():
+        raise FrameSourceError(f"{clip}: OpenCV cannot write mp4 video on this machine")
+    gt = GroundTruthWriter(out_dir / "gt", config.width, config.height, config.fps, scene.K(),
+                           scene.layer_names, extra={"scene": config.to_dict()})
+    try:
+        for i in range(config.num_frames):
+            r = scene.render(i)
+            writer.write(cv2.cvtColor(r["colors"], cv2.COLOR_RGB2BGR))
+            gt.add_frame(i, scene.pose(i), r["depth"], r["layers"])
+            if progress:
+                progress(i + 1, config.num_frames)
+    finally:
+        writer.release()
+    gt.close()
+    return clip, out_dir / "gt"
+
+
+def load_synthetic_backbone(gt_dir: str | Path, noise: SyntheticNoise | None = None,
+                            size: tuple[int, int] | None = None) -> SyntheticBackbone:
+    """The synthetic backbone for a ground-truth directory written by :func:`render_clip`."""
+    if gt_dir is None:
+        raise ValueError("the synthetic backbone needs the ground-truth directory of its scene "
+                         "(--synthetic-scene GT_DIR, written by `laser-blender demo`)")
+    gt = load_ground_truth(gt_dir)
+    if "scene" not in gt.extra:
+        raise ValueError(f"{gt_dir} holds no synthetic scene description (gt.json has no 'scene')")
+    return SyntheticBackbone(Scene(SceneConfig.from_dict(gt.extra["scene"])), noise or SyntheticNoise(), size)

@@ -1,0 +1,188 @@
+"""An analytic synthetic scene with exact ground truth, rendered by ray casting at any resolution.
+
+World frame: y points down (like the OpenCV camera), the ground is the plane
+``y = ground_height`` and a far wall is the plane ``z = wall_distance``. Spheres of
+different sizes stand at different depths (one may move). The camera dollies and
+sways on a periodic path, so streams of any length stay inside the scene.
+
+Every pixel gets z-depth, an RGB colour and the id of the scene layer it shows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from core.geometry import intrinsics, pixel_grid
+
+GROUND, WALL = 0, 1
+
+
+@dataclass(frozen=True)
+class Sphere:
+    name: str
+    center: tuple[float, float, float]
+    radius: float
+    color: tuple[int, int, int]
+    motion: tuple[float, float, float] = (0.0, 0.0, 0.0)  # amplitude of a sinusoidal motion (metres)
+    period: float = 90.0  # frames per cycle of that motion
+
+
+def default_objects() -> tuple[Sphere, ...]:
+    """Near, middle and far objects, plus one moving object, spanning 1:20+ in depth."""
+    return (
+        Sphere("near_object", (-0.9, 0.9, 3.5), 0.7, (220, 60, 50)),
+        Sphere("mid_object", (1.6, 0.2, 9.0), 1.4, (60, 170, 70)),
+        Sphere("far_object", (-4.0, -1.5, 24.0), 4.0, (70, 90, 210)),
+        Sphere("moving_object", (1.2, 1.1, 6.0), 0.5, (230, 200, 40), motion=(1.8, 0.0, 1.0)),
+    )
+
+
+@dataclass(frozen=True)
+class SceneConfig:
+    """Scene and camera path. Distances in metres, footage size in pixels."""
+
+    width: int = 512
+    height: int = 384
+    fps: float = 30.0
+    num_frames: int = 120
+    hfov_deg: float = 62.0
+    ground_height: float = 1.6
+    wall_distance: float = 90.0
+    dolly: float = 2.0        # forward/backward amplitude of the camera path
+    sway: float = 1.5         # sideways amplitude
+    bob: float = 0.15         # vertical amplitude
+    yaw_deg: float = 12.0     # panning amplitude
+    period: float = 240.0     # frames per cycle of the camera path
+    moving_object: bool = True
+    objects: tuple[Sphere, ...] = field(default_factory=default_objects)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SceneConfig":
+        d = dict(d)
+        d["objects"] = tuple(Sphere(**{**o, "center": tuple(o["center"]), "color": tuple(o["color"]),
+                                       "motion": tuple(o["motion"])}) for o in d.get("objects", ()))
+        return cls(**d)
+
+
+class Scene:
+    """Ground truth for :class:`SceneConfig`: camera path, intrinsics and ray-cast renders."""
+
+    def __init__(self, config: SceneConfig):
+        self.config = config
+        objects = config.objects if config.moving_object else tuple(
+            o for o in config.objects if o.motion == (0.0, 0.0, 0.0))
+        self.objects = objects
+        self.layer_names = {GROUND: "ground", WALL: "far_wall",
+                            **{2 + i: o.name for i, o in enumerate(objects)}}
+
+    # ------------------------------------------------------------------ camera
+
+    def K(self, width: int | None = None, height: int | None = None) -> np.ndarray:
+        """(3, 3) intrinsics at (width, height) (footage size by default), centred principal point."""
+        w = width or self.config.width
+        h = height or self.config.height
+        f = (self.config.width / 2) / math.tan(math.radians(self.config.hfov_deg) / 2) * w / self.config.width
+        return intrinsics(f, f * (h / self.config.height) / (w / self.config.width), w / 2, h / 2)
+
+    def pose(self, frame: int | np.ndarray) -> np.ndarray:
+        """Camera-to-world pose(s), (4, 4) or (N, 4, 4), at frame index(es)."""
+        t = np.atleast_1d(np.asarray(frame, np.float64))
+        c = self.config
+        ph = 2 * np.pi * t / c.period
+        centre = np.stack([c.sway * np.sin(ph), c.bob * np.sin(2 * ph), c.dolly * np.sin(ph + 0.6) - c.dolly], -1)
+        yaw = np.radians(c.yaw_deg) * np.sin(ph + 1.2)
+        pitch = np.radians(3.0) * np.sin(0.5 * ph)
+        cy, sy, cp, sp = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch)
+        zeros, ones = np.zeros_like(yaw), np.ones_like(yaw)
+        R_yaw = np.stack([np.stack([cy, zeros, sy], -1), np.stack([zeros, ones, zeros], -1),
+                          np.stack([-sy, zeros, cy], -1)], -2)
+        R_pitch = np.stack([np.stack([ones, zeros, zeros], -1), np.stack([zeros, cp, -sp], -1),
+                            np.stack([zeros, sp, cp], -1)], -2)
+        T = np.tile(np.eye(4), (len(t), 1, 1))
+        T[:, :3, :3] = R_yaw @ R_pitch
+        T[:, :3, 3] = centre
+        return T[0] if np.ndim(frame) == 0 else T
+
+    def object_centers(self, frame: int) -> np.ndarray:
+        """(S, 3) sphere centres at a frame."""
+        out = np.array([o.center for o in self.objects], np.float64).reshape(-1, 3)
+        for i, o in enumerate(self.objects):
+            out[i] += np.asarray(o.motion) * math.sin(2 * math.pi * frame / o.period)
+        return out
+
+    # ------------------------------------------------------------------ rendering
+
+    def render(self, frame: int, width: int | None = None, height: int | None = None) -> dict[str, np.ndarray]:
+        """Ray-cast one frame.
+
+        Returns:
+            ``depth`` (H, W) float32 z-depth, ``layers`` (H, W) uint8 layer ids,
+            ``colors`` (H, W, 3) uint8 RGB, ``points`` (H, W, 3) float32 world points.
+        """
+        w = width or self.config.width
+        h = height or self.config.height
+        K = self.K(w, h)
+        T = self.pose(frame)
+        u, v = pixel_grid(h, w)
+        d_cam = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones((h, w), np.float32)], -1)
+        d = d_cam @ T[:3, :3].T.astype(np.float32)  # world ray directions with camera-z = 1
+        o = T[:3, 3].astype(np.float32)
+        c = self.config
+
+        inf = np.float32(np.inf)
+        t_best = np.full((h, w), inf, np.float32)
+        layer = np.full((h, w), WALL, np.uint8)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t_wall = (c.wall_distance - o[2]) / d[..., 2]
+            t_wall = np.where(t_wall > 0, t_wall, inf)
+            t_ground = (c.ground_height - o[1]) / d[..., 1]
+            t_ground = np.where(t_ground > 0, t_ground, inf)
+        t_best = np.minimum(t_best, t_wall)
+        hit = t_ground < t_best
+        t_best = np.where(hit, t_ground, t_best)
+        layer[hit] = GROUND
+
+        dd = (d * d).sum(-1)
+        for i, centre in enumerate(self.object_centers(frame).astype(np.float32)):
+            oc = o - centre
+            b = (d * oc).sum(-1)
+            disc = b * b - dd * ((oc * oc).sum() - self.objects[i].radius ** 2)
+            with np.errstate(invalid="ignore"):
+                t_s = (-b - np.sqrt(disc)) / dd
+            t_s = np.where((disc > 0) & (t_s > 0), t_s, inf)
+            hit = t_s < t_best
+            t_best = np.where(hit, t_s, t_best)
+            layer[hit] = 2 + i
+
+        points = o + d * t_best[..., None]
+        colors = self._shade(points, layer, frame)
+        return {"depth": t_best.astype(np.float32), "layers": layer, "colors": colors,
+                "points": points.astype(np.float32)}
+
+    def _shade(self, points: np.ndarray, layer: np.ndarray, frame: int) -> np.ndarray:
+        """Textured colours: checkerboards on ground and wall, banded shaded spheres."""
+        x, y, z = points[..., 0], points[..., 1], points[..., 2]
+        base = np.zeros(points.shape, np.float32)
+        checker_ground = ((np.floor(x) + np.floor(z)) % 2).astype(np.float32)
+        base[layer == GROUND] = (np.array([150, 140, 120], np.float32)
+                                 * (0.6 + 0.4 * checker_ground[layer == GROUND, None]))
+        checker_wall = ((np.floor(x / 4) + np.floor(y / 4)) % 2).astype(np.float32)
+        base[layer == WALL] = (np.array([170, 190, 215], np.float32)
+                               * (0.7 + 0.3 * checker_wall[layer == WALL, None]))
+        light = np.array([0.4, -0.8, -0.45], np.float32)
+        light /= np.linalg.norm(light)
+        for i, (o, centre) in enumerate(zip(self.objects, self.object_centers(frame))):
+            sel = layer == 2 + i
+            if not sel.any():
+                continue
+            n = (points[sel] - centre.astype(np.float32)) / o.radius
+            lambert = 0.35 + 0.65 * np.clip(n @ light, 0, 1)
+            bands = 0.75 + 0.25 * (np.floor(4 * np.arctan2(n[:, 0], n[:, 2]) / np.pi) % 2)
+            base[sel] = np.asarray(o.color, np.float32) * (lambert * bands)[:, None]
+        return np.clip(base, 0, 255).astype(np.uint8)
