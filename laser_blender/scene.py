@@ -1,0 +1,507 @@
+"""Build or extend a Blender scene from a run directory, a window at a time.
+
+Everything a run becomes lives in one collection per run (``LASER <run name>``):
+
+* a camera with one keyframe per source frame, its lens, sensor and shift taken
+  from the run's intrinsics expressed at footage resolution;
+* the footage as a MovieClip, shown as the camera's background;
+* one point-cloud mesh per aligned window (vertices with ``color``, ``conf`` and
+  ``frame`` attributes) drawn as points in the viewport and in renders by a shared
+  Geometry Nodes modifier (Mesh to Points) and a material reading ``color``.
+
+Adding a window never touches what earlier windows created, so a growing run is
+imported incrementally while the worker streams.
+
+Conventions:
+
+* The run is in OpenCV axes (camera x right, y down, z forward; poses
+  camera-to-world). Blender's world is z-up, so run-world points are rotated by
+  ``WORLD_FROM_RUN`` (x -> x, y -> -z, z -> y: the run's "down" becomes Blender's
+  -z, its "forward" Blender's +y), and a camera's Blender matrix is
+  ``WORLD_FROM_RUN @ c2w @ diag(1, -1, -1, 1)`` (Blender cameras look down -z, y up).
+* Source frame ``f`` (0-based) is Blender frame ``f + FRAME_START``.
+* Pixel (row i, col j) is centred at (j + 0.5, i + 0.5).
+
+``bpy`` is imported inside functions only, so engine processes can import this
+module's numpy helpers without Blender.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from core.backbones.base import InputGeometry
+from core.rundir import list_windows, load_aligned, read_json, read_run
+from core.types import AlignedWindow
+
+if TYPE_CHECKING:  # pragma: no cover
+    import bpy
+
+FRAME_START = 1
+WORLD_FROM_RUN = np.array(
+    [[1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]], dtype=np.float64
+)
+CV_TO_BLENDER_CAMERA = np.diag([1.0, -1.0, -1.0, 1.0])
+NODE_GROUP = "LASER points"
+MATERIAL = "LASER point colour"
+# Frames assumed when a run does not (yet) say how long the footage is: the budget
+# is then spread as if the shot had this many frames, and never exceeded.
+FALLBACK_FRAME_COUNT = 1000
+
+
+@dataclass
+class SceneOptions:
+    """How a run becomes scene content.
+
+    Attributes:
+        point_budget: most points imported for the whole run, spread evenly over frames.
+        conf_percentile: drop this percentage (0-100) of each window's least
+            confident masked pixels before subsampling.
+        sensor_width: camera sensor width in mm (the lens follows from it).
+        fps: frame rate used when the run and the footage do not give one.
+        frame_count: frames of the shot, when known before the run completes
+            (spreads the point budget); read from the run otherwise.
+        footage: footage path overriding the run's ``source``.
+        current_frame_only: show only the points of the current frame (dynamic scenes).
+        seed: subsampling seed (combined with the window index: reproducible).
+    """
+
+    point_budget: int = 2_000_000
+    conf_percentile: float = 0.0
+    sensor_width: float = 36.0
+    fps: float = 24.0
+    frame_count: int | None = None
+    footage: str | None = None
+    current_frame_only: bool = False
+    seed: int = 0
+
+
+# --------------------------------------------------------------------------- numpy side
+
+def footage_intrinsics(K: np.ndarray, geometry: InputGeometry) -> np.ndarray:
+    """(3, 3) intrinsics at prediction resolution -> at footage resolution."""
+    return geometry.intrinsics_to_footage(np.asarray(K, np.float64))
+
+
+def camera_settings(K_footage: np.ndarray, footage: tuple[int, int], sensor_width: float) -> dict[str, Any]:
+    """Blender camera and render settings reproducing the pinhole ``K_footage``.
+
+    Horizontal sensor fit: ``lens = fx * sensor_width / W``; the principal point
+    becomes a shift in units of the sensor width; ``fx != fy`` becomes a non-square
+    pixel aspect (both aspects >= 1 as Blender requires).
+    """
+    W, H = footage
+    fx, fy = float(K_footage[0, 0]), float(K_footage[1, 1])
+    cx, cy = float(K_footage[0, 2]), float(K_footage[1, 2])
+    aspect = fy / fx  # pixel width / height
+    return {
+        "lens": fx * sensor_width / W,
+        "sensor_width": sensor_width,
+        "shift_x": (W / 2 - cx) / W,
+        "shift_y": (cy - H / 2) * fx / (fy * W),
+        "pixel_aspect_x": max(aspect, 1.0),
+        "pixel_aspect_y": max(1.0 / aspect, 1.0),
+    }
+
+
+def blender_camera_matrices(poses: np.ndarray) -> np.ndarray:
+    """(M, 4, 4) OpenCV camera-to-world run poses -> Blender camera world matrices."""
+    return WORLD_FROM_RUN @ np.asarray(poses, np.float64) @ CV_TO_BLENDER_CAMERA
+
+
+def fps_and_base(fps: float) -> tuple[int, float]:
+    """Blender's (fps, fps_base) for a frame rate; 29.97 -> (30, 1.001)."""
+    whole = max(1, round(fps))
+    return whole, whole / fps
+
+
+def window_quota(options: SceneOptions, frames: int, frame_count: int, imported: int) -> int:
+    """Points a window of ``frames`` frames may add: its share, never past the budget."""
+    share = int(options.point_budget * frames / max(frame_count, 1))
+    return max(0, min(share, options.point_budget - imported))
+
+
+def select_points(win: AlignedWindow, quota: int, conf_percentile: float, seed: int) -> tuple[np.ndarray, ...]:
+    """Choose at most ``quota`` confident pixels of a window, evenly at random.
+
+    Returns ``(m, i, j)`` index arrays (window frame, row, column) of the kept pixels.
+    """
+    valid = win.mask & np.isfinite(win.depth) & (win.depth > 0)
+    if conf_percentile > 0 and valid.any():
+        threshold = np.percentile(win.conf[valid], conf_percentile)
+        valid &= win.conf >= threshold
+    flat = np.flatnonzero(valid)
+    if len(flat) > quota:
+        rng = np.random.default_rng([seed, win.index])
+        flat = np.sort(rng.choice(flat, size=quota, replace=False))
+    return np.unravel_index(flat, valid.shape)
+
+
+def unproject(win: AlignedWindow, m: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """(n, 3) run-world points of window pixels ``(m, i, j)`` from depth, K and pose."""
+    K_inv = np.linalg.inv(np.asarray(win.K, np.float64))
+    z = win.depth[m, i, j].astype(np.float64)
+    pix = np.stack([j + 0.5, i + 0.5, np.ones_like(z)], axis=1)
+    cam = (pix @ K_inv.T) * z[:, None]
+    poses = np.asarray(win.poses, np.float64)[m]
+    return np.einsum("nab,nb->na", poses[:, :3, :3], cam) + poses[:, :3, 3]
+
+
+# --------------------------------------------------------------------------- run facts
+
+@dataclass
+class RunInfo:
+    """What the scene needs from a run directory besides its windows."""
+
+    run_dir: Path
+    name: str
+    geometry: InputGeometry
+    fps: float | None
+    frame_count: int | None
+    footage: str | None
+
+    @classmethod
+    def read(cls, run_dir: Path) -> "RunInfo":
+        run_dir = Path(run_dir).resolve()
+        run = read_run(run_dir)
+        meta = read_json(run_dir / "predictions" / "meta.json")
+        if "geometry" in meta:
+            geometry = InputGeometry.from_dict(meta["geometry"])
+        else:  # prediction pixels are footage pixels
+            size = (int(meta["width"]), int(meta["height"]))
+            geometry = InputGeometry.resize_only(size, size)
+        source = run.get("source") or {}
+        return cls(
+            run_dir=run_dir,
+            name=run_dir.name,
+            geometry=geometry,
+            fps=float(meta["fps"]) if meta.get("fps") else None,
+            frame_count=int(source["num_frames"]) if source.get("num_frames") else None,
+            footage=str(source["path"]) if source.get("path") else None,
+        )
+
+
+# --------------------------------------------------------------------------- Blender side
+
+def _ensure_node_group():
+    """The shared Geometry Nodes group: mesh vertices -> coloured points."""
+    import bpy
+
+    group = bpy.data.node_groups.get(NODE_GROUP)
+    if group is not None:
+        return group
+    group = bpy.data.node_groups.new(NODE_GROUP, "GeometryNodeTree")
+    iface = group.interface
+    iface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
+    radius = iface.new_socket("Radius", in_out="INPUT", socket_type="NodeSocketFloat")
+    radius.default_value, radius.min_value = 0.01, 0.0
+    iface.new_socket("Current Frame Only", in_out="INPUT", socket_type="NodeSocketBool")
+    iface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+
+    nodes, links = group.nodes, group.links
+    g_in = nodes.new("NodeGroupInput")
+    g_out = nodes.new("NodeGroupOutput")
+    frame_attr = nodes.new("GeometryNodeInputNamedAttribute")
+    frame_attr.data_type = "INT"
+    frame_attr.inputs["Name"].default_value = "frame"
+    time = nodes.new("GeometryNodeInputSceneTime")
+    source_frame = nodes.new("ShaderNodeMath")
+    source_frame.operation = "SUBTRACT"
+    source_frame.inputs[1].default_value = FRAME_START
+    same = nodes.new("FunctionNodeCompare")
+    same.data_type, same.operation = "FLOAT", "EQUAL"
+    same.inputs["Epsilon"].default_value = 0.5
+    all_frames = nodes.new("FunctionNodeBooleanMath")
+    all_frames.operation = "NOT"
+    show = nodes.new("FunctionNodeBooleanMath")
+    show.operation = "OR"
+    to_points = nodes.new("GeometryNodeMeshToPoints")
+    set_mat = nodes.new("GeometryNodeSetMaterial")
+    set_mat.inputs["Material"].default_value = _ensure_material()
+
+    links.new(time.outputs["Frame"], source_frame.inputs[0])
+    links.new(frame_attr.outputs["Attribute"], same.inputs["A"])
+    links.new(source_frame.outputs[0], same.inputs["B"])
+    links.new(g_in.outputs["Current Frame Only"], all_frames.inputs[0])
+    links.new(all_frames.outputs[0], show.inputs[0])
+    links.new(same.outputs[0], show.inputs[1])
+    links.new(g_in.outputs["Geometry"], to_points.inputs["Mesh"])
+    links.new(show.outputs[0], to_points.inputs["Selection"])
+    links.new(g_in.outputs["Radius"], to_points.inputs["Radius"])
+    links.new(to_points.outputs["Points"], set_mat.inputs["Geometry"])
+    links.new(set_mat.outputs["Geometry"], g_out.inputs["Geometry"])
+    for x, node in enumerate((g_in, time, source_frame, same, show, to_points, set_mat, g_out)):
+        node.location = (200 * x, 0)
+    frame_attr.location, all_frames.location = (400, -200), (600, -200)
+    return group
+
+
+def _ensure_material():
+    """Unlit material showing each point's ``color`` attribute (looks like the footage)."""
+    import bpy
+
+    mat = bpy.data.materials.get(MATERIAL)
+    if mat is not None:
+        return mat
+    mat = bpy.data.materials.new(MATERIAL)
+    mat.use_nodes = True
+    nodes, links = mat.node_tree.nodes, mat.node_tree.links
+    nodes.clear()
+    attr = nodes.new("ShaderNodeAttribute")
+    attr.attribute_type, attr.attribute_name = "GEOMETRY", "color"
+    emit = nodes.new("ShaderNodeEmission")
+    out = nodes.new("ShaderNodeOutputMaterial")
+    links.new(attr.outputs["Color"], emit.inputs["Color"])
+    links.new(emit.outputs["Emission"], out.inputs["Surface"])
+    attr.location, emit.location, out.location = (-400, 0), (-200, 0), (0, 0)
+    return mat
+
+
+class RunScene:
+    """The collection holding one run's camera, footage and points in a Blender scene.
+
+    State lives in the collection's custom properties (``laser_run``,
+    ``laser_windows``, ``laser_points``), so a saved .blend can be extended later.
+    """
+
+    def __init__(self, scene: "bpy.types.Scene", info: RunInfo, options: SceneOptions):
+        self.scene = scene
+        self.info = info
+        self.options = options
+        self.collection = self._ensure_collection()
+        self.camera = self._ensure_camera()
+
+    # ---------------------------------------------------------------- setup
+
+    @classmethod
+    def open(cls, scene: "bpy.types.Scene", run_dir: Path, options: SceneOptions | None = None) -> "RunScene":
+        """Find or create the collection of ``run_dir`` in ``scene`` (needs run.json and meta.json)."""
+        return cls(scene, RunInfo.read(run_dir), options or SceneOptions())
+
+    def _ensure_collection(self):
+        import bpy
+
+        key = str(self.info.run_dir)
+        for coll in self.scene.collection.children_recursive:
+            if coll.get("laser_run") == key:
+                return coll
+        coll = bpy.data.collections.new(f"LASER {self.info.name}")
+        coll["laser_run"] = key
+        coll["laser_windows"] = []
+        coll["laser_points"] = 0
+        self.scene.collection.children.link(coll)
+        return coll
+
+    def _ensure_camera(self):
+        import bpy
+
+        for obj in self.collection.objects:
+            if obj.type == "CAMERA":
+                return obj
+        cam = bpy.data.objects.new(f"{self.info.name} camera", bpy.data.cameras.new(f"{self.info.name} camera"))
+        cam.rotation_mode = "XYZ"
+        cam.data.sensor_fit = "HORIZONTAL"
+        self.collection.objects.link(cam)
+        self._setup_scene_and_footage(cam)
+        return cam
+
+    def _setup_scene_and_footage(self, cam) -> None:
+        """Resolution, fps and frame range from the footage; the clip as camera background."""
+        import bpy
+
+        scene, info, opts = self.scene, self.info, self.options
+        W, H = info.geometry.footage
+        scene.render.resolution_x, scene.render.resolution_y = W, H
+        scene.render.resolution_percentage = 100
+        scene.camera = cam
+        footage = opts.footage or info.footage
+        clip = None
+        if footage and Path(footage).is_file():
+            clip = bpy.data.movieclips.load(str(Path(footage).resolve()), check_existing=True)
+            clip.frame_start = FRAME_START
+            scene.active_clip = clip
+            bg = cam.data.background_images.new()
+            bg.source, bg.clip = "MOVIE_CLIP", clip
+            cam.data.show_background_images = True
+        fps = info.fps or (clip.fps if clip is not None and clip.fps > 0 else None) or opts.fps
+        scene.render.fps, scene.render.fps_base = fps_and_base(fps)
+        frames = self.frame_count(clip)
+        scene.frame_start = FRAME_START
+        scene.frame_end = FRAME_START + max(frames, 1) - 1
+
+    def frame_count(self, clip=None) -> int:
+        """Frames of the shot: option, run, or footage; a fallback if none says."""
+        if self.options.frame_count:
+            return self.options.frame_count
+        if self.info.frame_count:
+            return self.info.frame_count
+        if clip is not None and clip.frame_duration > 1:
+            return clip.frame_duration
+        return FALLBACK_FRAME_COUNT
+
+    # ---------------------------------------------------------------- state
+
+    @property
+    def windows(self) -> set[int]:
+        """Indices of the windows already in the scene."""
+        return {int(i) for i in self.collection.get("laser_windows", [])}
+
+    @property
+    def points(self) -> int:
+        return int(self.collection.get("laser_points", 0))
+
+    @property
+    def point_objects(self) -> list:
+        return sorted((o for o in self.collection.objects if o.type == "MESH"), key=lambda o: o.name)
+
+    # ---------------------------------------------------------------- windows
+
+    def add_window(self, win: AlignedWindow) -> int:
+        """Add a window's camera keys and points; a window already present is skipped.
+
+        Returns the number of points added.
+        """
+        if win.index in self.windows or len(win) == 0:
+            return 0
+        if not self.windows:
+            self._set_lens(win.K)
+        self._add_camera_keys(win.frames, win.poses)
+        added = self._add_points(win)
+        self.collection["laser_windows"] = sorted(self.windows | {win.index})
+        self.collection["laser_points"] = self.points + added
+        return added
+
+    def add_window_file(self, path: Path) -> int:
+        """Load an ``aligned/wNNNNN.npz`` and add it."""
+        return self.add_window(load_aligned(Path(path)))
+
+    def sync(self) -> list[int]:
+        """Add every window on disk that the scene lacks; returns their indices."""
+        done = self.windows
+        new = []
+        for index, path in list_windows(self.info.run_dir / "aligned"):
+            if index not in done:
+                self.add_window(load_aligned(path, index))
+                new.append(index)
+        return new
+
+    def _set_lens(self, K: np.ndarray) -> None:
+        s = camera_settings(footage_intrinsics(K, self.info.geometry), self.info.geometry.footage,
+                            self.options.sensor_width)
+        cam = self.camera.data
+        cam.sensor_width, cam.lens = s["sensor_width"], s["lens"]
+        cam.shift_x, cam.shift_y = s["shift_x"], s["shift_y"]
+        self.scene.render.pixel_aspect_x = s["pixel_aspect_x"]
+        self.scene.render.pixel_aspect_y = s["pixel_aspect_y"]
+
+    def _add_camera_keys(self, frames: np.ndarray, poses: np.ndarray) -> None:
+        """Append location/rotation keys (LINEAR) for ``frames``, keeping Euler continuity."""
+        import bpy
+        from mathutils import Euler, Matrix
+
+        obj = self.camera
+        if obj.animation_data is None:
+            obj.animation_data_create()
+        if obj.animation_data.action is None:
+            obj.animation_data.action = bpy.data.actions.new(f"{obj.name} action")
+        action = obj.animation_data.action
+        curves = [action.fcurve_ensure_for_datablock(obj, path, index=k)
+                  for path in ("location", "rotation_euler") for k in range(3)]
+
+        mats = blender_camera_matrices(poses)
+        values = np.empty((len(frames), 6))
+        values[:, :3] = mats[:, :3, 3]
+        previous = self._last_euler(curves[3:])
+        for n, m in enumerate(mats):
+            rot = Matrix(m[:3, :3].tolist()).to_euler("XYZ", previous) if previous else \
+                Matrix(m[:3, :3].tolist()).to_euler("XYZ")
+            values[n, 3:] = rot
+            previous = Euler(rot)
+        keys_at = np.asarray(frames, np.float64) + FRAME_START
+        for k, fc in enumerate(curves):
+            _append_keys(fc, keys_at, values[:, k])
+        if not self.windows:  # the object's own transform, for frame-less display
+            obj.matrix_world = Matrix(mats[0].tolist())
+
+    @staticmethod
+    def _last_euler(rot_curves):
+        from mathutils import Euler
+
+        if not len(rot_curves[0].keyframe_points):
+            return None
+        return Euler([fc.keyframe_points[-1].co[1] for fc in rot_curves], "XYZ")
+
+    def _add_points(self, win: AlignedWindow) -> int:
+        import bpy
+
+        quota = window_quota(self.options, len(win), self.frame_count(), self.points)
+        m, i, j = select_points(win, quota, self.options.conf_percentile, self.options.seed)
+        n = len(m)
+        if n == 0:
+            return 0
+        world = unproject(win, m, i, j) @ WORLD_FROM_RUN[:3, :3].T
+        name = f"{self.info.name} w{win.index:05d}"
+        mesh = bpy.data.meshes.new(name)
+        mesh.vertices.add(n)
+        mesh.attributes["position"].data.foreach_set("vector", world.astype(np.float32).ravel())
+        rgba = np.ones((n, 4), np.float32)
+        rgba[:, :3] = win.colors[m, i, j] * np.float32(1 / 255)
+        mesh.color_attributes.new("color", "BYTE_COLOR", "POINT").data.foreach_set("color_srgb", rgba.ravel())
+        mesh.attributes.new("conf", "FLOAT", "POINT").data.foreach_set("value", win.conf[m, i, j])
+        mesh.attributes.new("frame", "INT", "POINT").data.foreach_set(
+            "value", win.frames[m].astype(np.int32))
+        mesh.color_attributes.active_color_name = "color"
+        mesh.update()
+
+        obj = bpy.data.objects.new(name, mesh)
+        mod = obj.modifiers.new("LASER points", "NODES")
+        mod.node_group = _ensure_node_group()
+        radius = self.collection.get("laser_radius") or self._point_radius(win, n)
+        self.collection["laser_radius"] = radius
+        mod[_socket_id(mod.node_group, "Radius")] = radius
+        mod[_socket_id(mod.node_group, "Current Frame Only")] = self.options.current_frame_only
+        obj.data.materials.append(_ensure_material())
+        self.collection.objects.link(obj)
+        return n
+
+    def _point_radius(self, win: AlignedWindow, n: int) -> float:
+        """Half the spacing of the imported samples at the median depth."""
+        valid = win.mask & (win.depth > 0)
+        depth = float(np.median(win.depth[valid])) if valid.any() else 1.0
+        pixels_per_point = valid.sum() / max(n, 1)
+        return 0.5 * depth * math.sqrt(max(pixels_per_point, 1.0)) / float(win.K[0, 0])
+
+
+def _socket_id(group, name: str) -> str:
+    return next(item.identifier for item in group.interface.items_tree
+                if item.item_type == "SOCKET" and item.in_out == "INPUT" and item.name == name)
+
+
+def _append_keys(fc, frames: np.ndarray, values: np.ndarray) -> None:
+    """Append keys to an F-curve in bulk (``foreach_set``), LINEAR interpolation."""
+    import bpy
+
+    old = len(fc.keyframe_points)
+    co = np.empty(2 * (old + len(frames)), np.float32)
+    if old:
+        fc.keyframe_points.foreach_get("co", co[: 2 * old])
+    co[2 * old:] = np.stack([frames, values], axis=1).ravel()
+    fc.keyframe_points.add(len(frames))
+    pts = fc.keyframe_points
+    pts.foreach_set("co", co)
+    linear = bpy.types.Keyframe.bl_rna.properties["interpolation"].enum_items["LINEAR"].value
+    pts.foreach_set("interpolation", np.full(len(pts), linear, np.int32))
+    fc.update()
+
+
+def import_run(scene: "bpy.types.Scene", run_dir: Path, options: SceneOptions | None = None) -> RunScene:
+    """Build (or extend) the scene content of a run directory, complete or partial."""
+    run = RunScene.open(scene, run_dir, options)
+    run.sync()
+    return run
+
