@@ -1,0 +1,1 @@
+"""Subcommands of ``laser-blender``, one module each (discovered by ``laser_blender.cli``)."""

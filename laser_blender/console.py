@@ -1,0 +1,78 @@
+"""Terminal plumbing shared by the CLI commands: progress bar, Ctrl-C, user-facing errors."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+from typing import Callable, Iterator
+
+from tqdm import tqdm
+
+from core import events
+
+EXIT_ERROR = 2
+EXIT_CANCELLED = 130
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions whose message is meant for the user: printed without a traceback."""
+    from core.frames import FrameSourceError
+    from core.groundtruth import GroundTruthError
+    from core.rundir import RunDirError
+
+    errors: list[type[BaseException]] = [FrameSourceError, GroundTruthError, RunDirError, ValueError,
+                                         FileNotFoundError, PermissionError]
+    with contextlib.suppress(ImportError):
+        from core.backbones.weights import WeightsNotFound
+
+        errors.append(WeightsNotFound)
+    return tuple(errors)
+
+
+def fail(message: str) -> int:
+    print(f"laser-blender: error: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+@contextlib.contextmanager
+def graceful_interrupt() -> Iterator[threading.Event]:
+    """First Ctrl-C sets the yielded event (finish the current window); a second one aborts."""
+    cancel = threading.Event()
+
+    def handler(signum, frame):
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        print("\nlaser-blender: cancelling after the current window (Ctrl-C again to abort)",
+              file=sys.stderr, flush=True)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield cancel
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def progress_bar(desc: str) -> Iterator[Callable[[events.Event], None]]:
+    """An event sink that drives a tqdm bar (frames, frames/s, ETA) on stderr."""
+    bar = tqdm(desc=desc, unit="frame", dynamic_ncols=True, file=sys.stderr, disable=None)
+
+    def on_event(event: events.Event) -> None:
+        if isinstance(event, events.Started):
+            bar.reset(total=event.total_frames)
+            bar.set_postfix_str(f"{event.width}x{event.height} -> {event.pred_width}x{event.pred_height}")
+        elif isinstance(event, events.Progress):
+            bar.update(event.frames_done - bar.n)
+        elif isinstance(event, events.WindowDone):
+            bar.set_postfix_str(f"window {event.index}")
+        elif isinstance(event, events.Warning):
+            bar.write(f"laser-blender: warning: {event.message}", file=sys.stderr)
+
+    try:
+        yield on_event
+    finally:
+        bar.close()
