@@ -17,7 +17,7 @@ from laser_blender.protocol import Job
 if TYPE_CHECKING:
     from core.backbones.base import Backbone
     from core.engine import EngineConfig
-    from core.frames import FrameSource, SourceInfo
+    from core.frames import FrameSource
 
 
 def focal_in_pixels(job: Job, footage_width: int) -> float | None:
@@ -29,20 +29,12 @@ def focal_in_pixels(job: Job, footage_width: int) -> float | None:
     return None
 
 
-def run_info(job: Job, info: "SourceInfo") -> dict[str, Any]:
-    """What ``run.json`` records about the job: source, backbone, settings and the job itself."""
-    return {
-        "source": {
-            "path": str(info.path), "width": info.width, "height": info.height,
-            "fps": info.fps, "num_frames": info.num_frames,
-            "start": job.start, "stride": job.stride, "max_frames": job.max_frames,
-        },
-        "backbone": {"name": job.backbone, "weights": job.weights, "synthetic_scene": job.synthetic_scene,
-                     "device": job.device, "dtype": job.dtype},
-        "settings": {"window": job.window, "overlap": job.overlap, "conf_keep": job.conf_keep,
-                     "layer_align": job.layer_align, "focal_px": focal_in_pixels(job, info.width)},
-        "job": job.model_dump(mode="json"),
-    }
+def run_info(job: Job) -> dict[str, Any]:
+    """What ``run.json`` records beyond the engine's own source/settings/backbone: the job itself.
+
+    Keeping the whole job lets a later ``--resume`` or a re-run repeat it exactly.
+    """
+    return {"job": job.model_dump(mode="json")}
 
 
 def load_job_backbone(job: Job) -> "Backbone":
@@ -77,4 +69,4 @@ def build_pipeline(job: Job) -> tuple["FrameSource", "Backbone", "EngineConfig",
         window=job.window, overlap=job.overlap, conf_keep=job.conf_keep,
         layer_align=job.layer_align, focal_px=focal_in_pixels(job, source.info.width),
     )
-    return source, backbone, config, run_info(job, source.info)
+    return source, backbone, config, run_info(job)

@@ -31,7 +31,7 @@ Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 NonNegFloat = Annotated[FiniteFloat, Field(ge=0)]
 
 
-class _Message(BaseModel):
+class Message(BaseModel):
     """Base of every line: strict fields and the protocol version."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -41,7 +41,7 @@ class _Message(BaseModel):
 
 # --------------------------------------------------------------------------- client -> worker
 
-class Job(_Message):
+class Job(Message):
     """One reconstruction: what the add-on, the CLI or a job file asks the worker to do.
 
     Paths are strings as the user gave them (absolute paths recommended: the
@@ -55,7 +55,7 @@ class Job(_Message):
     weights: str | None = Field(None, description="checkpoint file or Hugging Face repo id; default per backbone")
     synthetic_scene: str | None = Field(None, description="ground-truth folder of a synthetic scene (backbone 'synthetic')")
     window: int = Field(30, ge=2)
-    overlap: int = Field(10, ge=0)
+    overlap: int = Field(10, ge=1, description="frames shared by consecutive windows")
     stride: int = Field(1, ge=1)
     start: int = Field(0, ge=0)
     max_frames: int | None = Field(None, ge=1)
@@ -81,7 +81,7 @@ class Job(_Message):
         return self
 
 
-class Cancel(_Message):
+class Cancel(Message):
     """Ask the worker to stop after the window in progress."""
 
     type: Literal["cancel"] = "cancel"
@@ -89,7 +89,7 @@ class Cancel(_Message):
 
 # --------------------------------------------------------------------------- worker -> client
 
-class Started(_Message):
+class Started(Message):
     """The footage is open and the backbone loaded; frames are about to stream."""
 
     type: Literal["started"] = "started"
@@ -101,10 +101,11 @@ class Started(_Message):
     pred_width: int = Field(ge=1, description="network input (prediction) width")
     pred_height: int = Field(ge=1)
     backbone: str
-    resumed: bool = False
+    windows_done: int = Field(0, ge=0, description="windows already on disk when a resumed run starts; "
+                                                   "no window_done event is sent for those")
 
 
-class WindowDone(_Message):
+class WindowDone(Message):
     """An aligned window is on disk (``path``, an ``aligned/wNNNNN.npz`` of the run)."""
 
     type: Literal["window_done"] = "window_done"
@@ -113,7 +114,7 @@ class WindowDone(_Message):
     path: str
 
 
-class Progress(_Message):
+class Progress(Message):
     """Throughput so far."""
 
     type: Literal["progress"] = "progress"
@@ -123,14 +124,14 @@ class Progress(_Message):
     eta_s: NonNegFloat | None = Field(None, description="seconds left; None when unknown")
 
 
-class WarningEvent(_Message):
+class WarningEvent(Message):
     """Something the user should know that does not stop the run (e.g. the weights' licence)."""
 
     type: Literal["warning"] = "warning"
     message: str
 
 
-class ErrorEvent(_Message):
+class ErrorEvent(Message):
     """The run stopped on an error; ``message`` says what to do about it."""
 
     type: Literal["error"] = "error"
@@ -139,7 +140,7 @@ class ErrorEvent(_Message):
     resumable: bool = Field(False, description="finished windows are kept and --resume continues")
 
 
-class Finished(_Message):
+class Finished(Message):
     """The run is complete."""
 
     type: Literal["finished"] = "finished"
@@ -149,7 +150,7 @@ class Finished(_Message):
     seconds: NonNegFloat
 
 
-class Cancelled(_Message):
+class Cancelled(Message):
     """The run stopped on request after its current window; resumable."""
 
     type: Literal["cancelled"] = "cancelled"
@@ -188,7 +189,7 @@ _EVENTS: TypeAdapter = TypeAdapter(Event)
 _EVENT_TYPES = frozenset({"started", "window_done", "progress", "warning", "error", "finished", "cancelled"})
 
 
-def encode(message: _Message) -> str:
+def encode(message: Message) -> str:
     """One protocol line for ``message``, without the trailing newline."""
     return message.model_dump_json()
 
