@@ -230,8 +230,8 @@ class Pi3(nn.Module):
         self.register_buffer("image_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 
     @property
-    def heads(self) -> tuple[nn.Module, ...]:
-        """The small output heads that always run in float32."""
+    def float32_modules(self) -> tuple[nn.Module, ...]:
+        """The small output heads, which always run in float32 (autocast disabled)."""
         return self.point_head, self.conf_head, self.camera_head
 
     def encode(self, images: Tensor) -> Tensor:

@@ -1,0 +1,200 @@
+"""Checkpoint discovery, reading and strict loading (core.backbones.weights)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from core.backbones.pi3 import Pi3, build_pi3
+from core.backbones.weights import (
+    HubFile,
+    StateDictMismatch,
+    WeightsError,
+    WeightsNotFound,
+    half_precision_keys,
+    licence_notice,
+    load_network,
+    parse_weights,
+    read_config,
+    save_checkpoint,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_config(fixtures_dir: Path) -> dict:
+    return json.loads((fixtures_dir / "pi3_tiny_config.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def tiny_state(fixtures_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(fixtures_dir / "pi3_tiny_state_dict.safetensors")
+
+
+def assert_same_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    ours = model.state_dict()
+    assert set(ours) == set(state)
+    for key, value in state.items():
+        assert ours[key].device.type == "cpu", key
+        assert ours[key].dtype == value.dtype and torch.equal(ours[key], value), key
+
+
+def test_safetensors_round_trip_uses_embedded_config(tmp_path, tiny_config, tiny_state) -> None:
+    model = build_pi3(tiny_config)
+    model.load_state_dict(tiny_state)
+    path = save_checkpoint(model, tmp_path / "tiny.safetensors", tiny_config)
+    assert read_config(path) == tiny_config
+    loaded = load_network("pi3", str(path))
+    assert isinstance(loaded, Pi3) and not loaded.training
+    assert loaded.config == model.config
+    assert_same_state(loaded, tiny_state)
+
+
+@pytest.mark.parametrize("wrapper", ["plain", "model", "state_dict", "ddp"])
+def test_torch_checkpoint_round_trip(tmp_path, tiny_config, tiny_state, wrapper) -> None:
+    payload = {
+        "plain": tiny_state,
+        "model": {"model": tiny_state, "epoch": 3},
+        "state_dict": {"state_dict": tiny_state, "optimizer": {"lr": 1e-4}},
+        "ddp": {"model": {f"module.{k}": v for k, v in tiny_state.items()}},
+    }[wrapper]
+    path = tmp_path / "tiny.pt"
+    torch.save(payload, path)
+    assert read_config(path) is None
+    loaded = load_network("pi3", str(path), config=tiny_config)
+    assert_same_state(loaded, tiny_state)
+
+
+def test_torch_checkpoint_with_pickled_code_is_refused(tmp_path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {"w": torch.zeros(1)}, "hook": Path("/tmp")}, path)
+    with pytest.raises(WeightsError, match="cannot read weights"):
+        load_network("pi3", str(path))
+
+
+def test_strict_mismatch_lists_missing_unexpected_and_shapes(tmp_path, tiny_config, tiny_state) -> None:
+    state = dict(tiny_state)
+    del state["camera_head.fc_t.bias"]
+    state["encoder.mask_token"] = torch.zeros(1, 64)
+    state["point_head.proj.weight"] = torch.zeros(10, 48)
+    path = tmp_path / "bad.safetensors"
+    save_file(state, str(path), metadata={"laser_blender_config": json.dumps(tiny_config)})
+    with pytest.raises(StateDictMismatch) as info:
+        load_network("pi3", str(path))
+    message = str(info.value)
+    assert str(path) in message
+    assert "missing from the checkpoint (1):\n    camera_head.fc_t.bias (3,)" in message
+    assert "unexpected in the checkpoint (1):\n    encoder.mask_token (1, 64)" in message
+    assert "point_head.proj.weight: network (588, 48), checkpoint (10, 48)" in message
+
+
+def test_full_size_default_when_no_config_embedded(tmp_path, tiny_state) -> None:
+    path = tmp_path / "no_config.safetensors"
+    save_file(tiny_state, str(path))
+    with pytest.raises(StateDictMismatch, match=r"shape differs \(\d+\)"):
+        load_network("pi3", str(path))
+
+
+def test_half_precision_storage_keeps_heads_norms_and_tokens_float32(tmp_path, tiny_config, tiny_state) -> None:
+    model = build_pi3(tiny_config)
+    model.load_state_dict(tiny_state)
+    path = save_checkpoint(model, tmp_path / "tiny.safetensors", tiny_config)
+    loaded = load_network("pi3", str(path), half=torch.bfloat16)
+    halves = half_precision_keys(loaded)
+    state = loaded.state_dict()
+    assert "decoder.0.attn.qkv.weight" in halves and "encoder.patch_embed.proj.weight" in halves
+    assert not any(k.startswith(("point_head", "conf_head", "camera_head")) for k in halves)
+    for key, value in state.items():
+        assert value.dtype == (torch.bfloat16 if key in halves else torch.float32), key
+        assert torch.equal(value.float(), tiny_state[key].to(value.dtype).float()), key
+    assert state["decoder.0.norm1.weight"].dtype == torch.float32
+    assert state["register_token"].dtype == torch.float32
+
+
+def test_random_weights_build_without_checkpoint(tiny_config) -> None:
+    model = load_network("pi3", "random", config=tiny_config, half=torch.bfloat16)
+    assert model.decoder[0].attn.qkv.weight.dtype == torch.bfloat16
+    assert model.camera_head.fc_t.weight.dtype == torch.float32
+    assert torch.isfinite(model.decoder[0].attn.qkv.weight.float()).all()
+
+
+def test_parse_weights(tmp_path) -> None:
+    local = tmp_path / "ckpt.safetensors"
+    local.write_bytes(b"")
+    assert parse_weights("pi3", None) == HubFile("yyfz233/Pi3", "model.safetensors")
+    assert parse_weights("vggt", None) == HubFile("facebook/VGGT-1B", "model.pt")
+    assert parse_weights("vggt", "facebook/VGGT-1B-Commercial") == HubFile("facebook/VGGT-1B-Commercial", "model.pt")
+    assert parse_weights("vggt", "facebook/VGGT-1B/model.safetensors") == HubFile("facebook/VGGT-1B", "model.safetensors")
+    assert parse_weights("pi3", str(local)) == local
+    for missing in ("./nope.safetensors", str(tmp_path / "nope.pt"), "nope.safetensors", "dir/nope.pt"):
+        with pytest.raises(WeightsNotFound, match="weights file not found"):
+            parse_weights("pi3", missing)
+
+
+def run_offline(code: str, hf_home: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(hf_home), "PYTHONPATH": str(REPO)}
+    env.pop("HF_HUB_CACHE", None)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "network, weights, repo, filename",
+    [
+        ("pi3", None, "yyfz233/Pi3", "model.safetensors"),
+        ("vggt", None, "facebook/VGGT-1B", "model.pt"),
+        ("vggt", "facebook/VGGT-1B-Commercial", "facebook/VGGT-1B-Commercial", "model.pt"),
+    ],
+)
+def test_missing_weights_offline_says_which_file_and_how_to_provide_it(tmp_path, network, weights, repo, filename):
+    code = (
+        "from core.backbones.weights import WeightsNotFound, load_network\n"
+        "try:\n"
+        f"    load_network({network!r}, {weights!r})\n"
+        "except WeightsNotFound as e:\n"
+        "    print(e)\n"
+        "    raise SystemExit(3)\n"
+    )
+    result = run_offline(code, tmp_path / "hf")
+    assert result.returncode == 3, result.stderr
+    message = result.stdout
+    assert f"'{filename}' of the Hugging Face repo '{repo}'" in message
+    assert "HF_HUB_OFFLINE is set" in message
+    assert "--weights /path/to/that/file" in message
+    assert "network access" in message and "cache" in message
+
+
+def test_offline_uses_a_prepopulated_cache(tmp_path, tiny_config, tiny_state) -> None:
+    model = build_pi3(tiny_config)
+    model.load_state_dict(tiny_state)
+    commit = "0" * 40
+    repo_dir = tmp_path / "hf" / "hub" / "models--yyfz233--Pi3"
+    (repo_dir / "refs").mkdir(parents=True)
+    (repo_dir / "refs" / "main").write_text(commit)
+    (repo_dir / "snapshots" / commit).mkdir(parents=True)
+    save_checkpoint(model, repo_dir / "snapshots" / commit / "model.safetensors", tiny_config)
+    code = (
+        "from core.backbones.weights import load_network\n"
+        "m = load_network('pi3', None)\n"
+        "print(type(m).__name__, m.config.decoder.embed_dim)\n"
+    )
+    result = run_offline(code, tmp_path / "hf")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["Pi3", "64"]
+
+
+def test_licence_notices() -> None:
+    pi3 = licence_notice("pi3", None)
+    assert "non-commercial" in pi3 and "CC BY-NC 4.0" in pi3
+    vggt = licence_notice("vggt", None)
+    assert "non-commercial" in vggt
+    assert "--weights facebook/VGGT-1B-Commercial" in vggt and "gated" in vggt and "login" in vggt
+    commercial = licence_notice("vggt", "facebook/VGGT-1B-Commercial")
+    assert "commercial use permitted" in commercial and "non-commercial" not in commercial
