@@ -104,6 +104,11 @@ class Started(Message):
     windows_done: int = Field(0, ge=0, description="windows already on disk when a resumed run starts; "
                                                    "no window_done event is sent for those")
 
+    @property
+    def resumed(self) -> bool:
+        """True when earlier windows are already on disk (import them from the run directory)."""
+        return self.windows_done > 0
+
 
 class WindowDone(Message):
     """An aligned window is on disk (``path``, an ``aligned/wNNNNN.npz`` of the run)."""

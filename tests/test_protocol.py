@@ -16,7 +16,7 @@ from laser_blender.protocol import (
 
 EVENTS = [
     Started(run_dir="/runs/a", total_frames=120, fps=29.97, width=1920, height=1080,
-            pred_width=518, pred_height=294, backbone="pi3", windows_done=3),
+            pred_width=518, pred_height=294, backbone="pi3", windows_done=3),  # resumed
     Started(run_dir="/runs/a", total_frames=None, fps=None, width=64, height=48,
             pred_width=64, pred_height=48, backbone="synthetic"),
     WindowDone(index=4, frames=[80, 81, 82], path="/runs/a/aligned/w00004.npz"),
@@ -135,3 +135,8 @@ def test_protocol_and_client_import_neither_torch_numpy_nor_bpy():
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_started_says_whether_earlier_windows_exist():
+    assert EVENTS[0].resumed and not EVENTS[1].resumed
+    assert "resumed" not in json.loads(encode(EVENTS[0]))
