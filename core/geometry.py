@@ -40,11 +40,12 @@ def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ T[:3, :3].T.astype(points.dtype) + T[:3, 3].astype(points.dtype)
 
 
-def estimate_focal(points: np.ndarray, mask: np.ndarray, iterations: int = 5) -> float:
+def estimate_focal(points: np.ndarray, mask: np.ndarray) -> float:
     """Robust shared focal length (pixels) from camera-space points, principal point at the centre.
 
-    Each valid pixel gives two equations ``u - cx = f * x / z`` and ``v - cy = f * y / z``;
-    f is their iteratively reweighted (Huber) least-squares solution.
+    Every valid pixel away from the centre gives ``f = (u - cx) / (x / z)`` (and the
+    same for v, y); f is their robust (Tukey IRLS) consensus in log space, weighted
+    by the distance from the centre, so a minority of wrong points cannot drag it.
 
     Args:
         points: (N, H, W, 3) camera-space points.
@@ -54,25 +55,22 @@ def estimate_focal(points: np.ndarray, mask: np.ndarray, iterations: int = 5) ->
     u, v = pixel_grid(h, w)
     z = points[..., 2]
     valid = mask & (z > 1e-6) & np.isfinite(points).all(-1)
-    if valid.sum() < 16:
-        raise ValueError("too few confident pixels to estimate the focal length")
-    a = np.concatenate([(points[..., 0] / np.where(valid, z, 1))[valid],
-                        (points[..., 1] / np.where(valid, z, 1))[valid]]).astype(np.float64)
+    zs = np.where(valid, z, 1.0)
+    a = np.concatenate([(points[..., 0] / zs)[valid], (points[..., 1] / zs)[valid]]).astype(np.float64)
     b = np.concatenate([np.broadcast_to(u - w / 2, (n, h, w))[valid],
                         np.broadcast_to(v - h / 2, (n, h, w))[valid]]).astype(np.float64)
-    weights = np.ones_like(a)
-    f = float((a * b).sum() / max((a * a).sum(), 1e-12))
-    for _ in range(iterations):
-        r = np.abs(b - f * a)
-        delta = max(1.345 * 1.4826 * float(np.median(r)), 1e-6)
-        weights = np.where(r <= delta, 1.0, delta / np.maximum(r, 1e-12))
-        f = float((weights * a * b).sum() / max((weights * a * a).sum(), 1e-12))
-    return f
+    use = (np.abs(b) > 0.05 * max(w, h)) & (a * b > 0)
+    if use.sum() < 16:
+        raise ValueError("too few confident pixels to estimate the focal length; pass a known focal length")
+    return robust_log_scale(np.abs(b[use]), np.abs(a[use]), weights=np.abs(b[use]))
 
 
 def robust_log_scale(numer: np.ndarray, denom: np.ndarray, weights: np.ndarray | None = None,
                      iterations: int = 6) -> float:
-    """Robust scale s with ``numer ~ s * denom``, by IRLS (Huber) on log ratios.
+    """Robust scale s with ``numer ~ s * denom``: IRLS with Tukey's biweight on log ratios.
+
+    Starts from the (weighted) median log ratio, so up to half the samples may be
+    gross outliers; the biweight gives them zero weight.
 
     Args:
         numer, denom: (M,) positive values.
@@ -88,10 +86,12 @@ def robust_log_scale(numer: np.ndarray, denom: np.ndarray, weights: np.ndarray |
         return 1.0
     mu = float(np.median(r))
     for _ in range(iterations):
-        res = np.abs(r - mu)
-        delta = max(1.345 * 1.4826 * float(np.median(res)), 1e-9)
-        w = w0 * np.where(res <= delta, 1.0, delta / np.maximum(res, 1e-12))
-        mu = float((w * r).sum() / max(w.sum(), 1e-12))
+        res = r - mu
+        c = max(4.685 * 1.4826 * float(np.median(np.abs(res))), 1e-9)
+        w = w0 * np.clip(1 - (res / c) ** 2, 0, None) ** 2
+        if w.sum() <= 0:
+            break
+        mu = float((w * r).sum() / w.sum())
     return float(np.exp(mu))
 
 

@@ -1,0 +1,89 @@
+"""The laser-blender command line, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.rundir import list_windows, read_run, read_tum
+from core.synthetic import SceneConfig, render_clip
+
+CLI = [str(Path(sys.executable).with_name("laser-blender"))]
+
+
+def _cli(*args, **kw):
+    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=300, **kw)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    out = tmp_path_factory.mktemp("clip")
+    return render_clip(out, SceneConfig(width=128, height=96, num_frames=400))
+
+
+def test_reconstruct_then_align_then_evaluate(clip, tmp_path):
+    video, gt = clip
+    r = _cli("reconstruct", video, "-o", tmp_path / "run", "--backbone", "synthetic", "--synthetic-scene", gt,
+             "--max-frames", 60, "--window", 16, "--overlap", 6, "--no-layer-align")
+    assert r.returncode == 0, r.stderr
+    run = read_run(tmp_path / "run")
+    assert run["status"] == "complete" and run["frames_done"] == 60
+    r = _cli("align", tmp_path / "run", "-o", tmp_path / "run2", "--no-layer-align")
+    assert r.returncode == 0, r.stderr
+    a, b = read_tum(tmp_path / "run" / "trajectory.tum"), read_tum(tmp_path / "run2" / "trajectory.tum")
+    np.testing.assert_allclose(a[1], b[1], atol=1e-5)
+    r = _cli("evaluate", tmp_path / "run", "--gt", gt)
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["ate"]["rmse"] < 0.05 * metrics["ate"]["length"]
+
+
+def test_ctrl_c_finishes_current_window_and_marks_cancelled(clip, tmp_path):
+    video, gt = clip
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(CLI + ["reconstruct", str(video), "-o", str(run_dir), "--backbone", "synthetic",
+                                   "--synthetic-scene", str(gt), "--window", "12", "--overlap", "4",
+                                   "--no-layer-align"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list_windows(run_dir / "aligned") and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "run finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "cancelled" in err
+    run = read_run(run_dir)
+    windows = list_windows(run_dir / "aligned")
+    assert run["status"] == "cancelled"
+    assert run["windows_done"] == len(windows) >= 1
+    assert len(read_tum(run_dir / "trajectory.tum")[0]) == run["frames_done"] < 400
+
+    r = _cli("reconstruct", video, "-o", run_dir, "--backbone", "synthetic", "--synthetic-scene", gt,
+             "--window", 12, "--overlap", 4, "--no-layer-align", "--resume")
+    assert r.returncode == 0, r.stderr
+    times, _ = read_tum(run_dir / "trajectory.tum")
+    np.testing.assert_allclose(times * 30.0, np.arange(400), atol=1e-4)
+
+
+@pytest.mark.parametrize("bad,needle", [("missing.mp4", "missing.mp4"), ("not_a_video.mp4", "not_a_video.mp4")])
+def test_bad_input_gives_clear_error(tmp_path, bad, needle):
+    if bad == "not_a_video.mp4":
+        (tmp_path / bad).write_bytes(os.urandom(4096))
+    r = _cli("reconstruct", tmp_path / bad, "-o", tmp_path / "run", "--backbone", "pi3")
+    assert r.returncode == 2
+    assert needle in r.stderr and "Traceback" not in r.stderr
+
+
+def test_invalid_settings_are_rejected(tmp_path, clip):
+    video, gt = clip
+    r = _cli("reconstruct", video, "-o", tmp_path / "run", "--backbone", "synthetic", "--synthetic-scene", gt,
+             "--window", 10, "--overlap", 10)
+    assert r.returncode == 2 and "overlap" in r.stderr and "Traceback" not in r.stderr
