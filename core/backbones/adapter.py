@@ -1,0 +1,217 @@
+"""The real networks behind the engine's :class:`~core.backbones.base.Backbone` interface.
+
+:func:`load_backbone` loads pi3 or VGGT and wraps it so that a window of uint8
+frames becomes a :class:`~core.types.WindowPrediction`: camera-space points in
+OpenCV axes (x right, y down, z forward), camera-to-world poses in the window's
+frame, a confidence where larger is better, and the input colours.
+
+Input sizes follow each network's own preprocessing, computed once per stream by
+``input_geometry`` (the frame source resizes; the adapter receives frames already
+at ``geometry.size``):
+
+* pi3: aspect-preserving resize to about 255,000 pixels, sides multiples of 14.
+* VGGT: width 518, height aspect-correct to a multiple of 14, centre crop to 518
+  rows for portrait footage.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from core.backbones.base import InputGeometry
+from core.backbones.weights import licence_notice, load_network
+from core.types import WindowPrediction
+
+PATCH = 14
+PI3_PIXEL_LIMIT = 255_000
+VGGT_SIZE = 518
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pi3_input_geometry(footage: tuple[int, int]) -> InputGeometry:
+    """pi3 input size for footage (W, H): about 255,000 pixels, sides multiples of 14, no crop.
+
+    Each side is scaled to the pixel budget and rounded to whole patches; while the
+    result is over budget, the side further from the footage aspect ratio loses one
+    patch. Examples: 4:3 -> 574x434, 16:9 -> 672x378, 1:1 -> 504x504.
+    """
+    w, h = footage
+    scale = math.sqrt(PI3_PIXEL_LIMIT / (w * h))
+    target_w, target_h = w * scale, h * scale
+    cols, rows = round(target_w / PATCH), round(target_h / PATCH)
+    while cols * rows * PATCH * PATCH > PI3_PIXEL_LIMIT:
+        if cols / rows > target_w / target_h:
+            cols -= 1
+        else:
+            rows -= 1
+    size = (max(1, cols) * PATCH, max(1, rows) * PATCH)
+    return InputGeometry.resize_only(footage, size)
+
+
+def vggt_input_geometry(footage: tuple[int, int]) -> InputGeometry:
+    """VGGT input for footage (W, H): width 518, height scaled and rounded to whole
+    patches, then centre-cropped to 518 rows if taller. Examples: 4:3 -> 518x392,
+    16:9 -> 518x294, 9:16 -> resized 518x924, cropped to 518x518 at row 203."""
+    w, h = footage
+    resized_h = round(h * VGGT_SIZE / w / PATCH) * PATCH
+    size_h = min(resized_h, VGGT_SIZE)
+    return InputGeometry(
+        footage=footage,
+        resized=(VGGT_SIZE, resized_h),
+        size=(VGGT_SIZE, size_h),
+        offset=(0, (resized_h - size_h) // 2),
+    )
+
+
+def _numpy(x: Tensor) -> np.ndarray:
+    return x.detach().float().cpu().numpy()
+
+
+def pi3_prediction(out: dict[str, Tensor], images: np.ndarray, frames: np.ndarray) -> WindowPrediction:
+    """pi3 outputs for one sample (batch 1) -> WindowPrediction (conf = sigmoid of the logits)."""
+    return WindowPrediction(
+        frames=frames,
+        points=_numpy(out["local_points"][0]),
+        poses=_numpy(out["camera_poses"][0]),
+        conf=_numpy(torch.sigmoid(out["conf"][0, ..., 0].float())),
+        colors=images,
+    )
+
+
+def vggt_prediction(out: dict[str, Tensor], images: np.ndarray, frames: np.ndarray) -> WindowPrediction:
+    """VGGT outputs for one sample (batch 1) -> WindowPrediction.
+
+    Points are the depth map unprojected with the predicted intrinsics exactly as
+    VGGT does (integer pixel coordinates); the intrinsics reported are shifted by half
+    a pixel to this project's convention (pixel centres at +0.5), so that projecting a
+    point with them lands on its pixel's centre. Poses invert the predicted
+    camera-from-world extrinsics. Confidence is ``depth_conf`` (>= 1).
+    """
+    from core.backbones.vggt import cam_to_world_from_extrinsics, decode_pose_encoding, depth_to_camera_points
+
+    pose_enc, depth = out["pose_enc"][0].float(), out["depth"][0, ..., 0].float()
+    extrinsics, intrinsics = decode_pose_encoding(pose_enc, tuple(depth.shape[-2:]))
+    points = depth_to_camera_points(depth, intrinsics)
+    poses = cam_to_world_from_extrinsics(extrinsics.double())
+    intrinsics = intrinsics.clone()
+    intrinsics[:, :2, 2] += 0.5
+    return WindowPrediction(
+        frames=frames,
+        points=_numpy(points),
+        poses=_numpy(poses),
+        conf=_numpy(out["depth_conf"][0]),
+        colors=images,
+        intrinsics=_numpy(intrinsics),
+    )
+
+
+NETWORKS: dict[str, tuple[Callable[[tuple[int, int]], InputGeometry], Callable[..., WindowPrediction]]] = {
+    "pi3": (pi3_input_geometry, pi3_prediction),
+    "vggt": (vggt_input_geometry, vggt_prediction),
+}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' -> the first CUDA device when available, else CPU; anything else as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} asked for, but CUDA is not available")
+    return resolved
+
+
+def resolve_precision(dtype: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for ``dtype`` on ``device``; None means plain float32.
+
+    'auto' is bfloat16 on CUDA devices that support it, float16 on older CUDA
+    devices, float32 on CPU.
+    """
+    if dtype == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose auto, {', '.join(DTYPES)}")
+    return None if dtype == "float32" else DTYPES[dtype]
+
+
+@dataclass
+class NetworkBackbone:
+    """A loaded network as an engine :class:`~core.backbones.base.Backbone`.
+
+    Attributes:
+        name: "pi3" or "vggt".
+        model: the network in eval mode on ``device``.
+        device: where it runs.
+        amp_dtype: autocast dtype of the trunk, None for float32 (heads always float32).
+        licence: the weights' licence notice, for the caller to show the user.
+    """
+
+    name: str
+    model: nn.Module
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    licence: str = ""
+
+    def input_geometry(self, footage: tuple[int, int]) -> InputGeometry:
+        """Network input size and crop for footage of size (W, H)."""
+        return NETWORKS[self.name][0](footage)
+
+    def predict(self, images: np.ndarray, frames: np.ndarray) -> WindowPrediction:
+        """Predict one window.
+
+        Args:
+            images: (N, h, w, 3) uint8 RGB at ``input_geometry(...).size``.
+            frames: (N,) int64 source frame indices.
+        """
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"expected (N, h, w, 3) uint8 frames, got {images.dtype} {images.shape}")
+        h, w = images.shape[1:3]
+        if h % PATCH or w % PATCH:
+            raise ValueError(f"frame size {w}x{h} is not a multiple of {PATCH}; resize with input_geometry()")
+        frames = np.asarray(frames, dtype=np.int64)
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2)[None].float().div_(255.0)  # (1, N, 3, h, w) in [0, 1]
+        with torch.inference_mode(), torch.autocast(
+            self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
+        ):
+            out = self.model(x)
+        return NETWORKS[self.name][1](out, images, frames)
+
+
+def load_backbone(
+    name: str,
+    weights: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    config: dict | None = None,
+) -> NetworkBackbone:
+    """Load pi3 or VGGT as an engine backbone.
+
+    Args:
+        name: "pi3" or "vggt".
+        weights: checkpoint file, Hugging Face repo id (``owner/name[/file]``), None for
+            the network's default repo, or "random" for random weights (benchmarks).
+        device: "auto", "cpu", "cuda", "cuda:1", ...
+        dtype: "auto" (bfloat16/float16 autocast on CUDA, float32 on CPU), "float32",
+            "bfloat16" or "float16". With half precision the trunk's Linear/Conv weights
+            are stored in that dtype as they are loaded; heads, norms and tokens stay float32.
+        config: network configuration when the checkpoint embeds none (None: full size).
+
+    Raises:
+        core.backbones.weights.WeightsNotFound: no checkpoint and no way to download it.
+        core.backbones.weights.StateDictMismatch: the checkpoint does not fit the network.
+    """
+    if name not in NETWORKS:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(NETWORKS)}")
+    resolved = resolve_device(device)
+    amp_dtype = resolve_precision(dtype, resolved)
+    model = load_network(name, weights, resolved, half=amp_dtype, config=config)
+    return NetworkBackbone(name, model, resolved, amp_dtype, licence_notice(name, weights))
