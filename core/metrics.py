@@ -103,9 +103,16 @@ def ate(est_c2w: np.ndarray, gt_c2w: np.ndarray) -> dict[str, float]:
 
 
 def rotation_angle_deg(R: np.ndarray) -> np.ndarray:
-    """Angles in degrees of (..., 3, 3) rotation matrices."""
+    """Angles in degrees of (..., 3, 3) rotation matrices.
+
+    atan2 of the sine (from the skew part) and cosine (from the trace) stays accurate
+    near 0, where arccos of the trace loses half the digits.
+    """
+    R = np.asarray(R, np.float64)
+    skew = np.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], -1)
+    sin = np.linalg.norm(skew, axis=-1) / 2.0
     cos = (np.trace(R, axis1=-2, axis2=-1) - 1.0) / 2.0
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    return np.degrees(np.arctan2(sin, cos))
 
 
 def rpe(est_c2w: np.ndarray, gt_c2w: np.ndarray, delta: int = 1) -> dict[str, float]:
@@ -167,6 +174,25 @@ def median_scale(pred, gt, masks=None) -> float:
     return float(np.median(ratios))
 
 
+def depth_errors(pred, gt, scale: float, masks=None) -> tuple[float, int, int]:
+    """Sums behind :func:`depth_metrics`, so frames can be scored in batches and added up.
+
+    Returns:
+        (sum of |s pred - gt| / gt, count of pixels with max(s pred / gt, gt / (s pred)) < 1.25,
+        count of valid pixels), over the valid pixels of all frames.
+    """
+    pred, gt = _as_frames(pred, "pred"), _as_frames(gt, "gt")
+    masks = [None] * len(pred) if masks is None else list(masks)
+    abs_rel_sum, inliers, count = 0.0, 0, 0
+    for p, g, m in zip(pred, gt, masks, strict=True):
+        v = valid_depth(p, g, m)
+        ps, gv = scale * p[v].astype(np.float64), g[v].astype(np.float64)
+        abs_rel_sum += float((np.abs(ps - gv) / gv).sum())
+        inliers += int((np.maximum(ps / gv, gv / ps) < 1.25).sum())
+        count += int(v.sum())
+    return abs_rel_sum, inliers, count
+
+
 def depth_metrics(pred, gt, masks=None, scale: float | None = None) -> dict[str, float]:
     """Depth Abs Rel and delta < 1.25 after one global scale.
 
@@ -180,20 +206,12 @@ def depth_metrics(pred, gt, masks=None, scale: float | None = None) -> dict[str,
         abs_rel = mean |s pred - gt| / gt, delta_1_25 = share of pixels with
         max(s pred / gt, gt / (s pred)) < 1.25, the ``scale`` s, and ``valid``, the pixel count.
     """
-    pred, gt = _as_frames(pred, "pred"), _as_frames(gt, "gt")
-    masks = [None] * len(pred) if masks is None else list(masks)
     if scale is None:
         scale = median_scale(pred, gt, masks)
-    abs_rel_sum, inlier_count, count = 0.0, 0, 0
-    for p, g, m in zip(pred, gt, masks, strict=True):
-        v = valid_depth(p, g, m)
-        ps, gv = scale * p[v].astype(np.float64), g[v].astype(np.float64)
-        abs_rel_sum += float((np.abs(ps - gv) / gv).sum())
-        inlier_count += int((np.maximum(ps / gv, gv / ps) < 1.25).sum())
-        count += int(v.sum())
+    abs_rel_sum, inliers, count = depth_errors(pred, gt, scale, masks)
     if count == 0:
         raise ValueError("no valid pixels (gt > 0 and finite pred > 0) to compare depth on")
-    return {"abs_rel": abs_rel_sum / count, "delta_1_25": inlier_count / count, "scale": float(scale), "valid": count}
+    return {"abs_rel": abs_rel_sum / count, "delta_1_25": inliers / count, "scale": float(scale), "valid": count}
 
 
 def subsample(points: np.ndarray, cap: int) -> np.ndarray:

@@ -7,7 +7,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from core.metrics import (
-    ate, depth_metrics, median_scale, pointcloud_metrics, rpe, subsample, umeyama_sim3,
+    ate, depth_metrics, median_scale, pointcloud_metrics, rotation_angle_deg, rpe, subsample, umeyama_sim3,
 )
 
 RNG = np.random.default_rng(7)
@@ -219,3 +219,10 @@ def test_subsample_is_even_and_deterministic():
     points = np.arange(10)[:, None]
     np.testing.assert_array_equal(subsample(points, 4)[:, 0], [0, 3, 6, 9])
     assert subsample(points, 20) is points
+
+
+@pytest.mark.parametrize("degrees", [1e-4, 0.5, 90.0, 179.0])
+def test_rotation_angle_is_accurate_small_and_large(degrees):
+    axis = np.array([1.0, -2.0, 0.5]) / np.linalg.norm([1.0, -2.0, 0.5])
+    R = Rotation.from_rotvec(np.radians(degrees) * axis).as_matrix()
+    assert rotation_angle_deg(R) == pytest.approx(degrees, rel=1e-7)
