@@ -19,7 +19,7 @@ Conventions:
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -53,7 +53,9 @@ class VGGTConfig:
     camera_heads: int = 16
     camera_mlp_ratio: float = 4.0
     camera_iterations: int = 4
+    camera_layerscale_init: float = 0.01
     dpt_features: int = 256
+    dpt_head_hidden: int = 32
     dpt_out_channels: tuple[int, ...] = (256, 512, 1024, 1024)
     dpt_layers: tuple[int, ...] = (4, 11, 17, 23)
     track_features: int = 128
@@ -100,7 +102,9 @@ class VGGTConfig:
             "camera_heads": cam.get("num_heads"),
             "camera_mlp_ratio": cam.get("mlp_ratio"),
             "camera_iterations": cam.get("iterations"),
+            "camera_layerscale_init": cam.get("layerscale_init"),
             "dpt_features": dpt.get("features"),
+            "dpt_head_hidden": dpt.get("head_features_2"),
             "dpt_out_channels": tuple(dpt["out_channels"]) if "out_channels" in dpt else None,
             "dpt_layers": tuple(dpt["intermediate_layer_idx"]) if "intermediate_layer_idx" in dpt else None,
             "track_features": track.get("features"),
@@ -113,8 +117,7 @@ class VGGTConfig:
             "track_stride": track.get("stride"),
             "track_iters": track.get("iters"),
         }
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if v is not None and k in known})
+        return cls(**{k: v for k, v in values.items() if v is not None})
 
 
 class Aggregator(nn.Module):
@@ -230,10 +233,10 @@ class VGGT(nn.Module):
         )
         self.aggregator = Aggregator(cfg)
         self.camera_head = CameraHead(
-            dim, cfg.camera_trunk_depth, cfg.camera_heads, cfg.camera_mlp_ratio, cfg.layerscale_init
+            dim, cfg.camera_trunk_depth, cfg.camera_heads, cfg.camera_mlp_ratio, cfg.camera_layerscale_init
         )
-        self.point_head = DPTHead(**dpt, output_dim=4)
-        self.depth_head = DPTHead(**dpt, output_dim=2)
+        self.point_head = DPTHead(**dpt, output_dim=4, head_hidden=cfg.dpt_head_hidden)
+        self.depth_head = DPTHead(**dpt, output_dim=2, head_hidden=cfg.dpt_head_hidden)
         self.track_head = TrackHead(
             **{**dpt, "features": cfg.track_features},
             hidden=cfg.track_hidden,

@@ -12,7 +12,6 @@ order), 2C channels (frame-attention output concatenated with global-attention o
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -98,10 +97,13 @@ def uv_position_embedding(rows: int, cols: int, channels: int, aspect: float, li
     ``100 ** (-k / (channels / 4))``. The grid is built in ``like.dtype``, the
     trigonometry in float64, and the result is cast to ``like.dtype``.
     """
-    diag = math.sqrt(aspect * aspect + 1.0)
-    span_x, span_y = aspect / diag, 1.0 / diag
-    x = torch.linspace(-span_x * (cols - 1) / cols, span_x * (cols - 1) / cols, cols, dtype=like.dtype, device=like.device)
-    y = torch.linspace(-span_y * (rows - 1) / rows, span_y * (rows - 1) / rows, rows, dtype=like.dtype, device=like.device)
+    diag = (aspect**2 + 1.0) ** 0.5
+
+    def axis(span: float, n: int) -> Tensor:  # n cell centres across [-span, span]
+        end = span * (n - 1) / n
+        return torch.linspace(-end, end, n, dtype=like.dtype, device=like.device)
+
+    x, y = axis(aspect / diag, cols), axis(1.0 / diag, rows)
     quarter = channels // 4
     freq = 1.0 / 100.0 ** (torch.arange(quarter, dtype=torch.float64, device=like.device) / quarter)
 
@@ -174,6 +176,7 @@ class DPTHead(nn.Module):
         out_channels: projection widths of the four levels.
         layer_indices: which aggregator steps feed the four levels, fine to coarse.
         output_dim: raw output channels; None returns ``features``-channel feature maps.
+        head_hidden: width of the output head's hidden convolution.
         pos_embed: add the UV embedding after projection and after the final resize.
         down_ratio: output resolution divisor.
     """
@@ -186,6 +189,7 @@ class DPTHead(nn.Module):
         out_channels: Sequence[int] = (256, 512, 1024, 1024),
         layer_indices: Sequence[int] = (4, 11, 17, 23),
         output_dim: int | None = 4,
+        head_hidden: int = 32,
         pos_embed: bool = True,
         down_ratio: int = 1,
     ) -> None:
@@ -219,9 +223,9 @@ class DPTHead(nn.Module):
         else:
             self.scratch.output_conv1 = nn.Conv2d(features, features // 2, 3, padding=1)
             self.scratch.output_conv2 = nn.Sequential(
-                nn.Conv2d(features // 2, 32, 3, padding=1),
+                nn.Conv2d(features // 2, head_hidden, 3, padding=1),
                 nn.ReLU(),
-                nn.Conv2d(32, output_dim, 1),
+                nn.Conv2d(head_hidden, output_dim, 1),
             )
 
     def forward(
@@ -268,7 +272,8 @@ class DPTHead(nn.Module):
         return x.reshape(b, s, *x.shape[1:])
 
     def _fuse(self, levels: list[Tensor]) -> Tensor:
-        """Four resampled levels, fine to coarse -> fused (N, F', 4·rows·2, 4·cols·2) map."""
+        """Four resampled levels, fine to coarse -> fused (N, F', 8·rows, 8·cols) map
+        (F' = features // 2 with an output head, else features)."""
         sc = self.scratch
         l1, l2, l3, l4 = (getattr(sc, f"layer{i}_rn")(x) for i, x in enumerate(levels, start=1))
         x = sc.refinenet4(l4, size=l3.shape[-2:])
