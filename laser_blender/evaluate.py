@@ -118,7 +118,7 @@ def _first_pass(join: _Join, max_points: int):
         run_valid = valid_depth(depth, depth, win.mask[i])
         run_points.append(transform_points(win.poses[i].astype(np.float64),
                                            subsample(unproject(depth, win.K)[run_valid], point_cap)))
-        gt_valid = valid_depth(gt_depth, gt_depth)
+        gt_valid = valid_depth(gt_depth, gt_depth, win.mask[i])
         gt_points.append(transform_points(join.gt.poses[row],
                                           subsample(unproject(gt_depth, join.K_gt)[gt_valid], point_cap)))
     if join.duplicates:
@@ -168,8 +168,8 @@ def evaluate_run(run_dir: str | Path, gt_dir: str | Path, max_points: int = DEFA
         ``depth``: Abs Rel and delta < 1.25 over every pixel with valid depth in both, after one
         global median-ratio scale;
         ``pointcloud``: accuracy / completeness / Chamfer in ground-truth units between the run's
-        confident points (mapped by the ATE similarity) and the ground truth's points, both
-        subsampled to about ``max_points``;
+        points (mapped by the ATE similarity) and the ground truth's points on the same pixels:
+        those the run's confidence mask keeps; both subsampled to about ``max_points``;
         with scene layers in the ground truth, ``layer_log_ratio_std``: per layer name, the
         standard deviation over frames of the median log(scaled depth / true depth) of its pixels
         (0 when each layer keeps one scale through time), and ``layer_log_ratio_std_mean``.

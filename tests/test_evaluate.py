@@ -52,10 +52,12 @@ def write_gt(root: Path) -> Path:
     return root
 
 
-def write_run(root: Path, geometry: InputGeometry, frames, layer_gain=None, window: int = 4) -> Path:
+def write_run(root: Path, geometry: InputGeometry, frames, layer_gain=None, window: int = 4,
+              masked_quarter: bool = False) -> Path:
     """A run that reconstructs the ground truth exactly, up to the similarity SIM_*.
 
     ``layer_gain[frame]`` multiplies the run's depth of the "right" layer in that frame.
+    ``masked_quarter``: the left quarter of every frame is masked out and 3x too deep.
     """
     to_footage = geometry.to_footage()
     K_run = np.linalg.inv(to_footage) @ K_GT
@@ -76,10 +78,15 @@ def write_run(root: Path, geometry: InputGeometry, frames, layer_gain=None, wind
             poses.append(Q)
             depths.append(SIM_S * depth)
         n, (w, h) = len(chunk), geometry.size
+        mask = np.ones((n, h, w), bool)
+        depths = np.array(depths)
+        if masked_quarter:
+            mask[:, :, : w // 4] = False
+            depths[~mask] *= 3
         writer.write_aligned(AlignedWindow(
-            index=index, frames=np.array(chunk), poses=np.array(poses), K=K_run, depth=np.array(depths),
+            index=index, frames=np.array(chunk), poses=np.array(poses), K=K_run, depth=depths,
             conf=np.ones((n, h, w), np.float32), colors=np.zeros((n, h, w, 3), np.uint8),
-            mask=np.ones((n, h, w), bool), scale=SIM_S,
+            mask=mask, scale=SIM_S,
         ))
     writer.finish("complete")
     return root
@@ -105,6 +112,19 @@ def test_exact_reconstruction_scores_zero(tmp_path, geometry):
     assert m["layer_log_ratio_std_mean"] < 1e-6
     json.dumps(m)  # JSON-ready
     assert "ATE" in format_report(m) and "right" in format_report(m)
+
+
+def test_depth_scores_all_pixels_points_only_the_masked_ones(tmp_path):
+    # A quarter of the pixels is 3x too deep and masked out: the median scale is untouched,
+    # depth Abs Rel = 0.25 * |3 - 1| = 0.5 with delta 0.75; the point clouds, both taken on
+    # the pixels the mask keeps, still coincide.
+    gt = write_gt(tmp_path / "gt")
+    run = write_run(tmp_path / "run", RESIZE, range(N_FRAMES), masked_quarter=True)
+    m = evaluate_run(run, gt)
+    assert m["depth"]["scale"] == pytest.approx(1 / SIM_S, rel=1e-5)
+    assert m["depth"]["abs_rel"] == pytest.approx(0.5, rel=1e-5)
+    assert m["depth"]["delta_1_25"] == pytest.approx(0.75)
+    assert m["pointcloud"]["chamfer"] < 1e-4
 
 
 def test_wrong_geometry_is_noticed(tmp_path):
