@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from core.backbones import build
 from core.backbones.vggt import (
     VGGT,
+    VGGTConfig,
     cam_to_world_from_extrinsics,
     decode_pose_encoding,
     depth_to_world_points,
@@ -151,10 +152,30 @@ def test_unbatched_input_matches_batched(tiny: dict) -> None:
         assert torch.equal(single[key], batched[key]), key
 
 
-def test_no_track_outputs_without_query_points(tiny: dict) -> None:
+def test_optional_heads_are_skipped_without_changing_the_rest(tiny: dict) -> None:
+    images = tiny["inputs"]["case1.images"]
     with torch.no_grad():
-        out = tiny["model"](tiny["inputs"]["case1.images"])
-    assert set(out) == {"pose_enc", "pose_enc_list", "depth", "depth_conf", "world_points", "world_points_conf"}
+        full = tiny["model"](images, tiny["inputs"]["case1.query_points"])
+        dense = tiny["model"](images)
+        cameras_and_depth = tiny["model"](images, predict_points=False)
+    assert set(dense) == {"pose_enc", "pose_enc_list", "depth", "depth_conf", "world_points", "world_points_conf"}
+    assert set(cameras_and_depth) == {"pose_enc", "pose_enc_list", "depth", "depth_conf"}
+    for key, value in cameras_and_depth.items():
+        if key != "pose_enc_list":
+            assert torch.equal(value, full[key]) and torch.equal(dense[key], full[key]), key
+
+
+def test_config_schema_and_validation(fixtures_dir: Path) -> None:
+    tiny = json.loads((fixtures_dir / "vggt_tiny_config.json").read_text())
+    cfg = VGGTConfig.from_dict(tiny)
+    assert (cfg.embed_dim, cfg.depth, cfg.dino_depth, cfg.camera_trunk_depth) == (64, 6, 2, 2)
+    assert (cfg.dpt_features, cfg.dpt_out_channels, cfg.dpt_layers) == (32, (16, 24, 32, 48), (1, 2, 4, 5))
+    assert (cfg.track_features, cfg.track_hidden, cfg.track_corr_levels, cfg.track_depth) == (32, 64, 3, 2)
+    assert VGGTConfig.from_dict(None) == VGGTConfig.from_dict({}) == VGGTConfig()
+    with pytest.raises(ValueError, match="dpt_layers"):
+        VGGTConfig.from_dict({**tiny, "aggregator": {**tiny["aggregator"], "depth": 5}})
+    with pytest.raises(ValueError, match="dim_in"):
+        VGGTConfig.from_dict({**tiny, "camera_head": {**tiny["camera_head"], "dim_in": 64}})
 
 
 def test_decode_pose_encoding_geometry() -> None:

@@ -249,9 +249,15 @@ class VGGT(nn.Module):
             iters=cfg.track_iters,
         )
 
-    def forward(self, images: Tensor, query_points: Tensor | None = None) -> dict[str, Tensor | list[Tensor]]:
+    def forward(
+        self, images: Tensor, query_points: Tensor | None = None, predict_points: bool = True
+    ) -> dict[str, Tensor | list[Tensor]]:
         """Images (B, S, 3, H, W) or (S, 3, H, W) in [0, 1]; optional query pixels
-        (B, N, 2) or (N, 2) -> dict of predictions (see the class docstring)."""
+        (B, N, 2) or (N, 2) -> dict of predictions (see the class docstring).
+
+        ``predict_points=False`` skips the point head (no ``world_points*`` outputs), for
+        callers that unproject depth with the predicted cameras instead.
+        """
         if images.ndim == 4:
             images = images[None]
         if query_points is not None and query_points.ndim == 2:
@@ -266,15 +272,16 @@ class VGGT(nn.Module):
             tokens = {i: t.to(dtype) for i, t in tokens.items()}
             pose_enc_list = self.camera_head(tokens[last][:, :, 0], self.cfg.camera_iterations)
             depth = self.depth_head(tokens, hw, patch_start).permute(0, 1, 3, 4, 2)
-            points = self.point_head(tokens, hw, patch_start).permute(0, 1, 3, 4, 2)
             out: dict[str, Tensor | list[Tensor]] = {
                 "pose_enc": pose_enc_list[-1],
                 "pose_enc_list": pose_enc_list,
                 "depth": depth[..., :-1].exp(),
                 "depth_conf": 1 + depth[..., -1].exp(),
-                "world_points": torch.sign(points[..., :-1]) * torch.expm1(points[..., :-1].abs()),
-                "world_points_conf": 1 + points[..., -1].exp(),
             }
+            if predict_points:
+                points = self.point_head(tokens, hw, patch_start).permute(0, 1, 3, 4, 2)
+                out["world_points"] = torch.sign(points[..., :-1]) * torch.expm1(points[..., :-1].abs())
+                out["world_points_conf"] = 1 + points[..., -1].exp()
             if query_points is not None:
                 tracks, vis, conf = self.track_head(tokens, hw, patch_start, query_points.to(dtype))
                 out.update(track=tracks[-1], vis=vis, conf=conf)
