@@ -14,7 +14,7 @@ prediction pixel centre, through the run's input geometry (resize and crop).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,6 @@ class _Join:
     K_gt: np.ndarray  # ground-truth intrinsics on the prediction grid
     size: tuple[int, int]  # prediction (w, h)
     run_frames: int = 0
-    duplicates: list[int] = field(default_factory=list)
 
     def frames(self):
         """Yield (window, row in window, row in gt, gt depth on the prediction grid) per matched frame."""
@@ -96,8 +95,7 @@ class _Join:
             rows = np.searchsorted(self.gt.frames, win.frames)
             for i, (frame, row) in enumerate(zip(win.frames.tolist(), rows.tolist())):
                 if frame in seen:
-                    self.duplicates.append(frame)
-                    continue
+                    raise RunDirError(f"{self.run_dir}: frame {frame} appears in more than one aligned window")
                 seen.add(frame)
                 if row < len(self.gt.frames) and self.gt.frames[row] == frame:
                     yield win, i, row, resample_nearest(self.gt.depth(frame), self.A, self.size)
@@ -121,8 +119,6 @@ def _first_pass(join: _Join, max_points: int):
         gt_valid = valid_depth(gt_depth, gt_depth, win.mask[i])
         gt_points.append(transform_points(join.gt.poses[row],
                                           subsample(unproject(gt_depth, join.K_gt)[gt_valid], point_cap)))
-    if join.duplicates:
-        raise RunDirError(f"{join.run_dir}: frames {sorted(set(join.duplicates))[:10]} appear in more than one window")
     if len(rows) < 3:
         raise GroundTruthError(f"only {len(rows)} of the run's {join.run_frames} frames are in the ground truth "
                                f"{join.gt.root} (frames {join.gt.frames[0]}..{join.gt.frames[-1]}); need 3")

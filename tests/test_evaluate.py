@@ -196,3 +196,10 @@ def test_cli_reports_bad_ground_truth(tmp_path):
     assert done.returncode == 2
     assert "nope: ground-truth directory does not exist" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_frame_in_two_windows_is_refused(tmp_path):
+    gt = write_gt(tmp_path / "gt")
+    run = write_run(tmp_path / "run", RESIZE, [0, 1, 2, 3, 3, 4, 5, 6], window=4)
+    with pytest.raises(RunDirError, match="frame 3 appears in more than one aligned window"):
+        evaluate_run(run, gt)

@@ -194,7 +194,8 @@ def test_depth_without_valid_pixels():
 # --------------------------------------------------------------------------- point clouds
 
 def lattice(nx: int, ny: int, nz: int) -> np.ndarray:
-    return np.stack(np.meshgrid(np.arange(nx), np.arange(ny), np.arange(nz), indexing="ij"), -1).reshape(-1, 3).astype(float)
+    grid = np.meshgrid(np.arange(nx), np.arange(ny), np.arange(nz), indexing="ij")
+    return np.stack(grid, -1).reshape(-1, 3).astype(float)
 
 
 def test_pointcloud_of_a_shifted_lattice():
