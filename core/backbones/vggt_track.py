@@ -193,11 +193,11 @@ class CorrelationPyramid:
     feature correlations in a (2r+1)² window around track positions at every level."""
 
     def __init__(self, fmaps: Tensor, levels: int, radius: int) -> None:
-        b, s, c, h, w = fmaps.shape
+        b, s, c = fmaps.shape[:3]
         self.radius = radius
         self.levels = [fmaps]
         for _ in range(levels - 1):
-            pooled = F.avg_pool2d(self.levels[-1].reshape(b * s, c, *self.levels[-1].shape[-2:]), 2, 2)
+            pooled = F.avg_pool2d(self.levels[-1].flatten(0, 1), kernel_size=2, stride=2)
             self.levels.append(pooled.reshape(b, s, c, *pooled.shape[-2:]))
         d = torch.arange(-radius, radius + 1, device=fmaps.device, dtype=fmaps.dtype)
         # Window offsets (dx, dy) with dx varying slowest, the window layout the
@@ -242,7 +242,6 @@ class TrackPredictor(nn.Module):
         stride: int = 2,
     ) -> None:
         super().__init__()
-        self.latent_dim = latent_dim
         self.corr_levels = corr_levels
         self.corr_radius = corr_radius
         self.stride = stride
