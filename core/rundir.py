@@ -89,6 +89,19 @@ def list_windows(directory: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def read_npz(path: Path, required: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """All arrays of an .npz file (no pickles), with a clear error when keys are missing."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in required if k not in z.files]
+            if missing:
+                raise RunDirError(f"{path} lacks arrays {missing}; expected {list(required)}")
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise RunDirError(f"{path} is not a readable .npz file: {e}") from None
+
+
 # --------------------------------------------------------------------------- predictions
 
 PREDICTION_KEYS = ("frames", "points", "poses", "conf", "colors")
@@ -109,15 +122,7 @@ def prediction_to_arrays(pred: WindowPrediction) -> dict[str, np.ndarray]:
 
 def load_prediction(path: Path) -> WindowPrediction:
     """Read one ``predictions/wNNNNN.npz``, validating keys, dtypes and shapes."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in PREDICTION_KEYS if k not in z.files]
-            if missing:
-                raise RunDirError(f"{path} lacks arrays {missing}; expected {list(PREDICTION_KEYS)}")
-            data = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise RunDirError(f"{path} is not a readable .npz file: {e}") from None
+    data = read_npz(path, PREDICTION_KEYS)
     try:
         return WindowPrediction(
             frames=data["frames"].astype(np.int64),
@@ -192,14 +197,7 @@ def load_aligned(path: Path, index: int | None = None) -> AlignedWindow:
     if index is None:
         m = _WINDOW_FILE.match(path.name)
         index = int(m.group(1)) if m else -1
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in ALIGNED_KEYS if k not in z.files]
-            if missing:
-                raise RunDirError(f"{path} lacks arrays {missing}")
-            d = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise RunDirError(f"{path} is not a readable .npz file: {e}") from None
+    d = read_npz(path, ALIGNED_KEYS)
     depth = d.pop("depth").astype(np.float32, copy=False)
     mask = d.pop("mask", None)
     if mask is None:

@@ -87,3 +87,37 @@ def test_invalid_settings_are_rejected(tmp_path, clip):
     r = _cli("reconstruct", video, "-o", tmp_path / "run", "--backbone", "synthetic", "--synthetic-scene", gt,
              "--window", 10, "--overlap", 10)
     assert r.returncode == 2 and "overlap" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_align_accepts_foreign_predictions_and_rejects_malformed_ones(tmp_path):
+    """A predictions/ directory written by another tool (plain numpy) registers; broken ones fail clearly."""
+    from core.geometry import intrinsics, unproject
+    from core.synthetic import Scene
+
+    scene = Scene(SceneConfig(width=64, height=48))
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    (pred / "meta.json").write_text(json.dumps({"window": 8, "overlap": 3, "height": 48, "width": 64}))
+    for k, start in enumerate(range(0, 18, 5)):
+        frames = np.arange(start, min(start + 8, 20))
+        renders = [scene.render(int(f), 64, 48) for f in frames]
+        np.savez(pred / f"w{k:05d}.npz", frames=frames,
+                 points=unproject(np.stack([r["depth"] for r in renders]), scene.K(64, 48)),
+                 poses=scene.pose(frames).astype(np.float32),
+                 conf=np.ones((len(frames), 48, 64), np.float32),
+                 colors=np.stack([r["colors"] for r in renders]))
+    r = _cli("align", pred, "-o", tmp_path / "run", "--no-layer-align")
+    assert r.returncode == 0, r.stderr
+    _, poses = read_tum(tmp_path / "run" / "trajectory.tum")
+    np.testing.assert_allclose(poses, scene.pose(np.arange(20)), atol=1e-4)
+
+    with np.load(pred / "w00002.npz") as z:
+        np.savez(pred / "w00002.npz", **{k: z[k] for k in z.files if k != "conf"})
+    r = _cli("align", pred, "-o", tmp_path / "run2", "--no-layer-align")
+    assert r.returncode == 2 and "w00002.npz" in r.stderr and "conf" in r.stderr
+    assert read_run(tmp_path / "run2")["status"] == "failed"
+    assert len(list_windows(tmp_path / "run2" / "aligned")) == 2  # finished windows kept
+
+    (pred / "meta.json").unlink()
+    r = _cli("align", pred, "-o", tmp_path / "run3")
+    assert r.returncode == 2 and "meta.json" in r.stderr
