@@ -1,0 +1,82 @@
+"""The LASER sidebar panel, in the Movie Clip Editor and the 3D Viewport."""
+
+from __future__ import annotations
+
+import bpy
+
+from . import operators
+
+
+def draw_panel(layout, context) -> None:
+    settings = context.scene.laser
+    session = operators.session_for(context.scene)
+    state = session.state if session else None
+
+    col = layout.column()
+    col.prop(settings, "footage")
+    if not settings.footage:
+        clip = getattr(context, "edit_movieclip", None) or context.scene.active_clip
+        col.label(text=f"Using clip: {clip.name}" if clip else "No footage: pick a file or open a clip",
+                  icon="FILE_MOVIE" if clip else "ERROR")
+    col.prop(settings, "runs_dir")
+
+    box = layout.box()
+    box.prop(settings, "backbone")
+    box.prop(settings, "synthetic_scene" if settings.backbone == "synthetic" else "weights")
+    row = box.row(align=True)
+    row.prop(settings, "window")
+    row.prop(settings, "overlap")
+    box.prop(settings, "stride")
+    box.prop(settings, "layer_align")
+    box.prop(settings, "use_focal")
+    sub = box.column(align=True)
+    sub.prop(settings, "focal_mm")
+    sub.enabled = settings.use_focal
+    box.prop(settings, "sensor_width")
+
+    box = layout.box()
+    box.prop(settings, "point_budget")
+    box.prop(settings, "conf_percentile")
+    box.prop(settings, "current_frame_only")
+
+    row = layout.row(align=True)
+    row.scale_y = 1.4
+    if state and state.running:
+        row.operator(operators.LASER_OT_cancel.bl_idname, icon="CANCEL")
+    else:
+        row.operator(operators.LASER_OT_reconstruct.bl_idname, icon="PLAY")
+        if state and state.status in ("error", "cancelled"):
+            row.operator(operators.LASER_OT_reconstruct.bl_idname, text="Resume", icon="FILE_REFRESH").resume = True
+    if state:
+        layout.progress(factor=state.fraction, type="BAR", text=state.progress_text())
+        layout.label(text=f"{len(state.windows)} windows, {state.points:,} points ({state.status})")
+    error = operators.LAST_ERROR.get(context.scene.name_full)
+    if error:
+        err = layout.box()
+        err.alert = True
+        for k in range(0, min(len(error), 400), 60):
+            err.label(text=error[k:k + 60], icon="ERROR" if k == 0 else "BLANK1")
+    layout.operator(operators.LASER_OT_import_run.bl_idname, icon="IMPORT")
+
+
+class LASER_PT_clip(bpy.types.Panel):
+    bl_label = "LASER Reconstruction"
+    bl_space_type = "CLIP_EDITOR"
+    bl_region_type = "UI"
+    bl_category = "LASER"
+
+    def draw(self, context):
+        draw_panel(self.layout, context)
+
+
+class LASER_PT_view3d(bpy.types.Panel):
+    bl_label = "LASER Reconstruction"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "LASER"
+
+    def draw(self, context):
+        draw_panel(self.layout, context)
+
+
+CLASSES = (LASER_PT_clip, LASER_PT_view3d)

@@ -1,0 +1,165 @@
+"""Add-on preferences: the engine's Python, installing the engine, weights location, device."""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from pathlib import Path
+
+import bpy
+from bpy.props import EnumProperty, StringProperty
+
+from laser_blender.client import find_engine_python, probe_engine_python
+
+from .engine_install import Installer
+
+PACKAGE = __package__
+INSTALL_LOG: deque[str] = deque(maxlen=8)  # last lines of the running or last install
+_INSTALLER: list[Installer] = []            # at most one running install
+
+
+def prefs(context=None):
+    return (context or bpy.context).preferences.addons[PACKAGE].preferences
+
+
+def engine_python(context=None) -> str | None:
+    """The configured engine Python, else the auto-detected one."""
+    return bpy.path.abspath(prefs(context).python) if prefs(context).python else find_engine_python()
+
+
+def worker_env(context=None) -> dict[str, str]:
+    """Environment for the worker: weights cache location; offline when Blender forbids network access."""
+    env = dict(os.environ)
+    p = prefs(context)
+    if p.weights_dir:
+        env["HF_HOME"] = bpy.path.abspath(p.weights_dir)
+    if not bpy.app.online_access:
+        env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+def engine_venv() -> Path:
+    return Path(bpy.utils.extension_path_user(PACKAGE, path="engine", create=True))
+
+
+class LASER_AddonPreferences(bpy.types.AddonPreferences):
+    bl_idname = PACKAGE
+
+    python: StringProperty(
+        name="Engine Python", subtype="FILE_PATH",
+        description="Python interpreter with the laser-blender engine (torch) installed; empty: auto-detect")
+    requirement: StringProperty(
+        name="Engine Package", default="laser-blender",
+        description="What 'Install Engine' pip-installs: a package name, a source folder, a wheel or a git URL")
+    weights_dir: StringProperty(
+        name="Weights", subtype="DIR_PATH",
+        description="Where model weights are downloaded and cached (HF_HOME); empty: the default cache")
+    device: EnumProperty(
+        name="Device", default="auto",
+        items=(("auto", "Auto", "CUDA when available, else CPU"), ("cuda", "CUDA", "NVIDIA GPU"),
+               ("cpu", "CPU", "Slow, but works everywhere")))
+
+    def draw(self, context):
+        layout = self.layout
+        row = layout.row(align=True)
+        row.prop(self, "python")
+        row.operator(LASER_OT_detect_engine.bl_idname, text="", icon="VIEWZOOM")
+        if not self.python:
+            found = find_engine_python()
+            layout.label(text=f"Auto-detected: {found}" if found else "No engine found: install it below",
+                         icon="CHECKMARK" if found else "ERROR")
+        layout.prop(self, "weights_dir")
+        layout.prop(self, "device")
+        box = layout.box()
+        box.prop(self, "requirement")
+        row = box.row()
+        row.enabled = bpy.app.online_access and not _INSTALLER
+        row.operator(LASER_OT_install_engine.bl_idname, icon="IMPORT")
+        if not bpy.app.online_access:
+            box.label(text="Installing needs online access (Preferences > System > Network)", icon="INFO")
+        for line in INSTALL_LOG:
+            box.label(text=line[-120:])
+
+
+class LASER_OT_detect_engine(bpy.types.Operator):
+    """Find the engine's Python and check that it can run the worker"""
+
+    bl_idname = "laser.detect_engine"
+    bl_label = "Detect Engine"
+
+    def execute(self, context):
+        found = engine_python(context)
+        if not found:
+            self.report({"ERROR"}, "No engine Python found; install the engine or set its path")
+            return {"CANCELLED"}
+        problem = probe_engine_python(found)
+        if problem:
+            self.report({"ERROR"}, problem)
+            return {"CANCELLED"}
+        prefs(context).python = found
+        self.report({"INFO"}, f"Engine found: {found}")
+        return {"FINISHED"}
+
+
+class LASER_OT_install_engine(bpy.types.Operator):
+    """Create a virtual environment and pip-install the engine into it (downloads several GB)"""
+
+    bl_idname = "laser.install_engine"
+    bl_label = "Install Engine"
+
+    _timer = None
+
+    @classmethod
+    def poll(cls, context):
+        return bpy.app.online_access and not _INSTALLER
+
+    def execute(self, context):
+        installer = Installer(engine_venv(), prefs(context).requirement).start()
+        _INSTALLER.append(installer)
+        INSTALL_LOG.clear()
+        if bpy.app.background:  # no event loop: wait here
+            installer.join()
+            return self._finish(context, installer)
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.25, window=context.window)
+        wm.progress_begin(0, len(installer.commands))
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        installer = _INSTALLER[0]
+        if event.type == "ESC":
+            installer.cancel()
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        INSTALL_LOG.extend(installer.poll())
+        context.window_manager.progress_update(installer.step)
+        for area in context.screen.areas if context.screen else ():
+            area.tag_redraw()
+        if not installer.done:
+            return {"RUNNING_MODAL"}
+        context.window_manager.event_timer_remove(self._timer)
+        context.window_manager.progress_end()
+        return self._finish(context, installer)
+
+    def _finish(self, context, installer: Installer):
+        installer.join()
+        INSTALL_LOG.extend(installer.poll())
+        _INSTALLER.clear()
+        if installer.returncode != 0:
+            self.report({"ERROR"}, f"Engine install failed: {INSTALL_LOG[-1] if INSTALL_LOG else 'see the console'}")
+            return {"CANCELLED"}
+        prefs(context).python = str(installer.python)
+        self.report({"INFO"}, f"Engine installed: {installer.python}")
+        return {"FINISHED"}
+
+
+def cancel_install() -> None:
+    """Stop a running install and join its thread (on unregister)."""
+    for installer in _INSTALLER:
+        installer.cancel()
+        installer.join(10)
+    _INSTALLER.clear()
+
+
+CLASSES = (LASER_OT_detect_engine, LASER_OT_install_engine, LASER_AddonPreferences)
