@@ -1,0 +1,259 @@
+"""The worker process end to end on small synthetic clips: real subprocesses, real engine.
+
+Covers the event stream and the run directory, cancel by SIGTERM / SIGINT / a
+``cancel`` line, a SIGKILL reported by the client, ``--resume`` finishing a run
+with every frame exactly once, and errors a user can act on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.rundir import iter_aligned, read_tum
+from core.synthetic import SceneConfig, render_clip
+from laser_blender.client import WorkerClient
+from laser_blender.protocol import (
+    Cancelled, ErrorEvent, Finished, Job, Progress, ProtocolIssue, Started, WindowDone, decode, encode,
+)
+from laser_blender.worker import EXIT_CANCELLED, EXIT_ERROR, EXIT_INVALID_JOB, EXIT_OK
+
+WORKER = [sys.executable, "-m", "laser_blender.worker"]
+SHORT, LONG = 20, 400  # frames: a run of a few windows; a run long enough to interrupt
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[int, tuple[Path, Path]]:
+    """(clip.mp4, ground-truth dir) of 64x48 synthetic clips, by length."""
+    root = tmp_path_factory.mktemp("clips")
+    return {n: render_clip(root / str(n), SceneConfig(width=64, height=48, num_frames=n)) for n in (SHORT, LONG)}
+
+
+def make_job(clips, frames: int, run_dir: Path, **kw) -> Job:
+    clip, gt = clips[frames]
+    return Job(input=str(clip), run_dir=str(run_dir), backbone="synthetic", synthetic_scene=str(gt),
+               window=6, overlap=2, **kw)
+
+
+def write_job(job: Job, path: Path) -> Path:
+    path.write_text(encode(job))
+    return path
+
+
+def parse_stdout(text: str) -> list:
+    """Decode every stdout line, failing on anything that is not a protocol event."""
+    events = [decode(line) for line in text.splitlines()]
+    issues = [e for e in events if isinstance(e, ProtocolIssue)]
+    assert not issues, f"worker wrote non-protocol lines: {issues}"
+    return events
+
+
+def drain(client: WorkerClient, until=lambda events: False, timeout: float = 120.0) -> list:
+    """Poll until the terminal event (or ``until(events)``)."""
+    events, deadline = [], time.monotonic() + timeout
+    while not client.done and not until(events):
+        assert time.monotonic() < deadline, f"timed out waiting for the worker: {events}"
+        events += client.poll(timeout=0.05)
+    return events
+
+
+def assert_events_in_order(events: list, total: int, first_window: int = 0) -> None:
+    """started, then (window_done, progress) per window, then one terminal event."""
+    assert isinstance(events[0], Started)
+    assert events[0].windows_done == first_window
+    body, last = events[1:-1], events[-1]
+    assert all(isinstance(e, (WindowDone, Progress)) for e in body), body
+    windows = [e for e in body if isinstance(e, WindowDone)]
+    assert [w.index for w in windows] == list(range(first_window, first_window + len(windows)))
+    progress = [e.frames_done for e in body if isinstance(e, Progress)]
+    assert progress == sorted(progress) and len(progress) == len(windows)
+    assert all(Path(w.path).is_file() for w in windows)
+    assert isinstance(last, (Finished, Cancelled, ErrorEvent))
+    if isinstance(last, Finished):
+        assert progress[-1] == total
+
+
+def frames_on_disk(run_dir: Path) -> list[int]:
+    return [int(f) for win in iter_aligned(run_dir) for f in win.frames]
+
+
+def assert_complete_run(run_dir: Path, total: int) -> None:
+    """Every frame exactly once, in order, in the aligned windows and in trajectory.tum."""
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "complete"
+    assert frames_on_disk(run_dir) == list(range(total))
+    times, poses = read_tum(run_dir / "trajectory.tum")
+    assert len(times) == total and np.all(np.diff(times) > 0)
+    assert run["frames_done"] == total
+
+
+def assert_consistent_partial_run(run_dir: Path, windows: list[WindowDone], status: str) -> None:
+    """Every announced window is on disk, nothing else is, and run.json agrees."""
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == status
+    on_disk = [win.index for win in iter_aligned(run_dir)]
+    assert on_disk == [w.index for w in windows] == list(range(len(windows)))
+    frames = frames_on_disk(run_dir)
+    assert frames == [f for w in windows for f in w.frames] == list(range(len(frames)))
+    assert len(read_tum(run_dir / "trajectory.tum")[0]) == len(frames)
+    assert run["windows_done"] == len(windows)
+
+
+# --------------------------------------------------------------------------- complete runs
+
+def test_worker_with_a_job_file_streams_events_and_completes_the_run(clips, tmp_path):
+    job = make_job(clips, SHORT, tmp_path / "run")
+    result = subprocess.run([*WORKER, str(write_job(job, tmp_path / "job.json"))],
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert result.returncode == EXIT_OK, result.stderr
+    events = parse_stdout(result.stdout)
+    assert_events_in_order(events, SHORT)
+    started, finished = events[0], events[-1]
+    assert (started.total_frames, started.fps, started.width, started.height) == (SHORT, 30.0, 64, 48)
+    assert (started.pred_width, started.pred_height, started.backbone) == (64, 48, "synthetic")
+    assert isinstance(finished, Finished) and (finished.windows, finished.frames) == (5, SHORT)
+    assert [e.frames for e in events if isinstance(e, WindowDone)][:2] == [[0, 1, 2, 3, 4, 5], [6, 7, 8, 9]]
+    assert_complete_run(tmp_path / "run", SHORT)
+    log = (tmp_path / "run" / "worker.log").read_text()
+    assert "job:" in log and "complete: 5 windows, 20 frames" in log
+    assert "complete: 5 windows" in result.stderr  # logs go to stderr too
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["job"] == job.model_dump(mode="json")
+
+
+def test_client_runs_the_worker_with_the_job_on_stdin(clips, tmp_path):
+    client = WorkerClient(make_job(clips, SHORT, tmp_path / "run"))
+    client.start()
+    events = drain(client)
+    assert client.close() == EXIT_OK and not client.alive
+    assert_events_in_order(events, SHORT)
+    assert isinstance(events[-1], Finished)
+    assert_complete_run(tmp_path / "run", SHORT)
+
+
+# --------------------------------------------------------------------------- cancel and resume
+
+def start_worker(job_file: Path) -> subprocess.Popen:
+    """The worker on a job file; its stderr goes to ``stderr.txt`` beside the job."""
+    with open(job_file.parent / "stderr.txt", "w") as err:
+        return subprocess.Popen([*WORKER, str(job_file)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=err, text=True)
+
+
+def read_until_first_window(proc: subprocess.Popen) -> list:
+    events = []
+    while not any(isinstance(e, WindowDone) for e in events):
+        line = proc.stdout.readline()
+        assert line, "worker ended before its first window"
+        events.append(decode(line))
+    return events
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "cancel line"])
+def test_cancel_mid_run_keeps_every_finished_window_and_resume_completes(clips, tmp_path, how):
+    run_dir = tmp_path / "run"
+    job_file = write_job(make_job(clips, LONG, run_dir), tmp_path / "job.json")
+    with start_worker(job_file) as proc:
+        events = read_until_first_window(proc)
+        if how == "cancel line":
+            proc.stdin.write("cancel\n")
+            proc.stdin.flush()
+        else:
+            proc.send_signal(getattr(signal, how))
+        events += parse_stdout(proc.stdout.read())  # (communicate() would skip what readline buffered)
+    assert proc.returncode == EXIT_CANCELLED, (tmp_path / "stderr.txt").read_text()
+    assert_events_in_order(events, LONG)
+    cancelled = events[-1]
+    assert isinstance(cancelled, Cancelled) and cancelled.run_dir == str(run_dir)
+    windows = [e for e in events if isinstance(e, WindowDone)]
+    assert (cancelled.windows, cancelled.frames) == (len(windows), sum(len(w.frames) for w in windows))
+    assert cancelled.frames < LONG, "the run finished before it could be cancelled"
+    assert_consistent_partial_run(run_dir, windows, "cancelled")
+    assert "stopping after the current window" in (run_dir / "worker.log").read_text()
+
+    resumed = subprocess.run([*WORKER, str(job_file), "--resume"], stdin=subprocess.DEVNULL,
+                             capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == EXIT_OK, resumed.stderr
+    events = parse_stdout(resumed.stdout)
+    assert_events_in_order(events, LONG, first_window=len(windows))
+    assert events[0].resumed
+    assert_complete_run(run_dir, LONG)
+
+
+def test_sigkill_is_reported_by_the_client_and_resume_finishes_the_run(clips, tmp_path):
+    run_dir = tmp_path / "run"
+    job = make_job(clips, LONG, run_dir)
+    client = WorkerClient(job)
+    client.start()
+    events = drain(client, until=lambda ev: sum(isinstance(e, WindowDone) for e in ev) >= 2)
+    os.kill(client.pid, signal.SIGKILL)
+    events += drain(client)
+    assert client.close() == -signal.SIGKILL
+    assert_events_in_order(events, LONG)
+    error = events[-1]
+    assert isinstance(error, ErrorEvent) and error.resumable
+    assert "exited unexpectedly (killed by signal SIGKILL)" in error.message
+    assert str(run_dir / "worker.log") in error.message and error.log == str(run_dir / "worker.log")
+    assert "Resume" in error.message and "--resume" in error.message
+    windows = [e for e in events if isinstance(e, WindowDone)]
+    on_disk = [win.index for win in iter_aligned(run_dir)]
+    # The kill may land after a window is written and before its event is read: never fewer.
+    assert on_disk[: len(windows)] == [w.index for w in windows] and on_disk == list(range(len(on_disk)))
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "running"  # nobody could mark it
+
+    client = WorkerClient(job.model_copy(update={"resume": True}))
+    client.start()
+    events = drain(client)
+    assert client.close() == EXIT_OK
+    assert_events_in_order(events, LONG, first_window=len(on_disk))
+    assert_complete_run(run_dir, LONG)
+
+
+def test_client_cancel_then_close(clips, tmp_path):
+    client = WorkerClient(make_job(clips, LONG, tmp_path / "run"), cancel_grace_s=60)
+    client.start()
+    events = drain(client, until=lambda ev: any(isinstance(e, WindowDone) for e in ev))
+    client.cancel()
+    client.cancel()  # idempotent
+    events += drain(client)
+    assert client.close() == EXIT_CANCELLED
+    assert isinstance(events[-1], Cancelled)
+    assert_consistent_partial_run(tmp_path / "run", [e for e in events if isinstance(e, WindowDone)], "cancelled")
+
+
+# --------------------------------------------------------------------------- errors
+
+@pytest.mark.parametrize("broken, named", [("input", "no-such-clip.mp4"), ("synthetic_scene", "no-such-gt")])
+def test_unusable_input_is_an_error_event_naming_it(clips, tmp_path, broken, named):
+    run_dir = tmp_path / "run"
+    job = make_job(clips, SHORT, run_dir).model_copy(update={broken: str(tmp_path / named)})
+    result = subprocess.run([*WORKER, "-"], input=encode(job) + "\n", capture_output=True, text=True, timeout=120)
+    assert result.returncode == EXIT_ERROR, result.stderr
+    events = parse_stdout(result.stdout)
+    assert len(events) == 1 and isinstance(events[0], ErrorEvent), events
+    error = events[0]
+    assert str(tmp_path / named) in error.message and "internal error" not in error.message
+    assert error.log == str(run_dir / "worker.log") and not error.resumable
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "failed" and str(tmp_path / named) in run["error"]
+
+
+@pytest.mark.parametrize("stdin, expected", [
+    ("not json\n", "not JSON"),
+    ('{"input": "a.mp4", "run_dir": "r", "window": 4, "overlap": 4}\n', "overlap (4) must be smaller than window (4)"),
+    ('{"v": 7, "input": "a.mp4", "run_dir": "r"}\n', "protocol version 7"),
+    ("", "not JSON"),
+])
+def test_invalid_job_is_an_error_event(tmp_path, stdin, expected):
+    result = subprocess.run([*WORKER, "-"], input=stdin, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == EXIT_INVALID_JOB
+    events = parse_stdout(result.stdout)
+    assert len(events) == 1 and isinstance(events[0], ErrorEvent) and expected in events[0].message
+    assert list(tmp_path.iterdir()) == []  # no run directory for a job that never started
