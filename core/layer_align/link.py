@@ -1,0 +1,81 @@
+"""Links between layers: through time inside a window, and across the window overlap.
+
+All statistics are co-occurrence counts of label pairs over the sample grid, one
+``bincount`` (or ``unique`` when the pair table would be large) for all frames at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.layer_align.segment import Layers
+
+_DENSE_PAIRS = 1 << 22  # largest pair table counted with a dense bincount
+
+
+@dataclass
+class Links:
+    """Weighted edges from layers of one labelling to layers of another.
+
+    Attributes:
+        src: (E,) int64 source layer ids.
+        dst: (E,) int64 destination layer ids.
+        inter: (E,) int64 sample pixels the two layers share.
+        weight: (E,) float64 link strength in (0, 1].
+    """
+
+    src: np.ndarray
+    dst: np.ndarray
+    inter: np.ndarray
+    weight: np.ndarray
+
+    def select(self, keep: np.ndarray) -> "Links":
+        return Links(self.src[keep], self.dst[keep], self.inter[keep], self.weight[keep])
+
+
+def co_occurrence(a: np.ndarray, b: np.ndarray, n_b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Count how often label ``a`` meets label ``b`` at the same position.
+
+    Args:
+        a, b: equally shaped int label arrays, -1 for none; ``b < n_b``.
+        n_b: number of labels of ``b``.
+    Returns:
+        (src, dst, count): every pair that occurs, with its count.
+    """
+    ok = (a >= 0) & (b >= 0)
+    key = a[ok].astype(np.int64) * n_b + b[ok]
+    if key.size == 0:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty
+    n_a = int(a.max()) + 1
+    if n_a * n_b <= _DENSE_PAIRS:
+        counts = np.bincount(key, minlength=n_a * n_b)
+        pairs = np.flatnonzero(counts)
+        count = counts[pairs]
+    else:
+        pairs, count = np.unique(key, return_counts=True)
+    return pairs // n_b, pairs % n_b, count.astype(np.int64)
+
+
+def temporal_links(layers: Layers, min_iou: float) -> Links:
+    """Links from each layer of frame t to the layers of frame t + 1 with IoU >= ``min_iou``.
+
+    Weight is the IoU on the sample grid.
+    """
+    src, dst, inter = co_occurrence(layers.labels[:-1], layers.labels[1:], layers.count)
+    iou = inter / np.maximum(layers.area[src] + layers.area[dst] - inter, 1)
+    return Links(src, dst, inter, iou).select(iou >= min_iou)
+
+
+def overlap_matches(ref: Layers, new: Layers, overlap: int, min_cover: float) -> Links:
+    """Match the previous window's layers to the new window's layers on the overlap frames.
+
+    Frame i of ``ref`` shows the same image as frame i of ``new`` (i < overlap). A
+    reference layer is matched to a new layer when it covers at least ``min_cover`` of
+    it; the weight is that coverage, so a new layer's scale comes from what lies under it.
+    """
+    src, dst, inter = co_occurrence(ref.labels[:overlap], new.labels[:overlap], new.count)
+    cover = inter / np.maximum(new.area[dst], 1)
+    return Links(src, dst, inter, cover).select(cover >= min_cover)

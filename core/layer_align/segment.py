@@ -1,0 +1,229 @@
+"""Depth layers of each frame, found in relative terms on a reduced sample grid.
+
+A layer is a connected region of coherent depth. Depth is compared as log depth, so
+a 5 % step separates two layers at 1 m exactly as at 50 m: near and far layers come
+apart whatever the scene's depth range.
+
+Two passes of 4-connected components (OpenCV) over a lattice image whose node pixels
+are the samples and whose in-between pixels say whether two neighbours connect:
+
+1. over-segmentation: neighbours connect when their log-depth step is below
+   ``edge_log``, or when the step continues the surface on both sides in a straight
+   line of inverse depth to within ``edge_log`` (relative), as along any plane
+   however slanted; links must come ``bridge`` abreast, so a region never leaks into
+   another through a narrow spot where the two happen to meet in depth;
+2. merging: two adjacent regions also connect when most (``merge_share``) of their
+   common boundary passes the same test at the looser ``merge_log``; a vote over the
+   whole boundary, so a few bridging pixels neither merge nor split layers. Fragments
+   smaller than a layer join at most one neighbour, so they cannot bridge an edge.
+
+Layers smaller than ``min_layer`` of the frame are dropped (label -1). Label ids are
+global over the window and ordered by frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from core.layer_align.params import LayerAlignParams
+
+
+@dataclass
+class Layers:
+    """Layer labels of a stack of frames on the sample grid.
+
+    Attributes:
+        labels: (N, h, w) int32 global layer id of each sample, -1 for none.
+        frame: (L,) int32 frame of each layer (non-decreasing).
+        offsets: (N + 1,) int64; the layers of frame t are ids ``offsets[t]:offsets[t + 1]``.
+        area: (L,) int64 samples per layer.
+    """
+
+    labels: np.ndarray
+    frame: np.ndarray
+    offsets: np.ndarray
+    area: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return int(self.frame.size)
+
+
+def sample_grid(a: np.ndarray, stride: int) -> np.ndarray:
+    """(N, h, w) view of the block-centre samples ``a[:, s//2::s, s//2::s]`` of (N, H, W) ``a``."""
+    return a[:, stride // 2::stride, stride // 2::stride]
+
+
+def log_depth(depth: np.ndarray) -> np.ndarray:
+    """float32 log depth, NaN where the depth is not a positive finite number."""
+    d = np.asarray(depth, np.float32)
+    ok = np.isfinite(d) & (d > 0)
+    out = np.full(d.shape, np.nan, np.float32)
+    np.log(d, out=out, where=ok)
+    return out
+
+
+class _Steps:
+    """Neighbour-to-neighbour depth changes along one image axis, for connection tests.
+
+    For the link between samples k and k + 1 along the axis:
+
+    * ``jump``: |log depth step|, how different the two depths are;
+    * ``bend``: how far the step departs from a straight continuation of the surface on
+      either side, the larger of ``|Δu_k - Δu_{k-1}| / u_k`` and ``|Δu_{k+1} - Δu_k| / u_{k+1}``
+      with u = 1 / depth. Inverse depth is linear in the image along a plane, so a
+      slanted plane (the ground at a grazing angle) has a bend near 0 however fast its
+      depth changes, while an occlusion edge bends on both sides. A side that does not
+      exist (image border, missing depth) takes the other side's value.
+
+    NaN (missing depth) in either test never connects.
+    """
+
+    def __init__(self, z: np.ndarray, axis: int):
+        self.jump = np.abs(np.diff(z, axis=axis))
+        u = np.exp(-z)
+        du = np.diff(u, axis=axis)
+        curv = np.abs(np.diff(du, axis=axis))  # second difference at interior samples
+        n = du.shape[axis]
+        pad = [(0, 0)] * z.ndim
+        pad[axis] = (1, 1)
+        curv = np.pad(curv, pad, constant_values=np.nan)
+        before = np.take(curv, np.arange(0, n), axis=axis) / np.take(u, np.arange(0, n), axis=axis)
+        after = np.take(curv, np.arange(1, n + 1), axis=axis) / np.take(u, np.arange(1, n + 1), axis=axis)
+        before = np.where(np.isnan(before), after, before)
+        after = np.where(np.isnan(after), before, after)
+        self.bend = np.maximum(before, after)
+
+    def connects(self, tol: float) -> np.ndarray:
+        """bool: the two samples belong together at tolerance ``tol``."""
+        return (self.jump < tol) | (self.bend < tol)
+
+
+def _thick(link: np.ndarray, along: int, radius: int) -> np.ndarray:
+    """Keep a link only if the ``radius`` parallel links on either side (along axis
+    ``along``) also hold, so regions cannot connect through a bridge narrower than
+    ``2 * radius + 1`` samples. Links beyond the image border count as holding."""
+    out = link.copy()
+    n = link.shape[along]
+    for k in range(1, radius + 1):
+        if k >= n:
+            break
+        lead = [slice(None)] * link.ndim
+        trail = [slice(None)] * link.ndim
+        lead[along], trail[along] = slice(k, None), slice(None, -k)
+        out[tuple(trail)] &= link[tuple(lead)]
+        out[tuple(lead)] &= link[tuple(trail)]
+    return out
+
+
+def _components(valid: np.ndarray, link_h: np.ndarray, link_v: np.ndarray) -> np.ndarray:
+    """4-connected components of the sample graph, one OpenCV call for all frames.
+
+    Args:
+        valid: (N, h, w) bool samples that take part.
+        link_h: (N, h, w - 1) bool, sample (i, j) connects to (i, j + 1).
+        link_v: (N, h - 1, w) bool, sample (i, j) connects to (i + 1, j).
+    Returns:
+        (N, h, w) int32 component id, 0 for invalid samples; ids are unique over frames.
+    """
+    n, h, w = valid.shape
+    lattice = np.zeros((n, 2 * h, 2 * w - 1), np.uint8)  # last row of each frame separates frames
+    lattice[:, 0::2, 0::2] = valid
+    lattice[:, 0::2, 1::2] = link_h & valid[:, :, :-1] & valid[:, :, 1:]
+    lattice[:, 1:2 * h - 2:2, 0::2] = link_v & valid[:, :-1, :] & valid[:, 1:, :]
+    _, comp = cv2.connectedComponents(lattice.reshape(n * 2 * h, 2 * w - 1), connectivity=4, ltype=cv2.CV_32S)
+    return comp.reshape(n, 2 * h, 2 * w - 1)[:, 0::2, 0::2]
+
+
+def _merge_links(comp: np.ndarray, soft_h: np.ndarray, soft_v: np.ndarray, share: float,
+                 min_area: int) -> tuple[np.ndarray, np.ndarray]:
+    """Links to add so that regions whose common boundary mostly votes 'soft' merge.
+
+    Two regions of at least ``min_area`` samples merge when at least ``share`` of the
+    links along their common boundary are soft. A smaller region joins only the one
+    neighbour with the most soft links to it (if any), so small fragments along an
+    edge can never bridge the two sides.
+
+    Args:
+        comp: (N, h, w) component ids, 0 for invalid samples.
+        soft_h, soft_v: (N, h, w - 1) / (N, h - 1, w) bool, the link passes the loose test.
+        share: minimum share of soft links along a boundary.
+        min_area: regions below this size follow the single-neighbour rule.
+    Returns:
+        (join_h, join_v): links on the boundaries of merging region pairs.
+    """
+    pairs = []
+    for a, b, soft in ((comp[:, :, :-1], comp[:, :, 1:], soft_h), (comp[:, :-1, :], comp[:, 1:, :], soft_v)):
+        boundary = (a != b) & (a > 0) & (b > 0)
+        pairs.append((boundary, np.minimum(a, b)[boundary], np.maximum(a, b)[boundary], soft[boundary]))
+    lo = np.concatenate([q[1] for q in pairs]).astype(np.int64)
+    hi = np.concatenate([q[2] for q in pairs]).astype(np.int64)
+    soft = np.concatenate([q[3] for q in pairs])
+    joins = [np.zeros_like(soft_h), np.zeros_like(soft_v)]
+    if lo.size == 0:
+        return joins[0], joins[1]
+    area = np.bincount(comp.ravel())
+    uniq, inv = np.unique(lo * area.size + hi, return_inverse=True)
+    u_lo, u_hi = uniq // area.size, uniq % area.size
+    votes = np.bincount(inv, weights=soft, minlength=uniq.size)
+    total = np.bincount(inv, minlength=uniq.size)
+    big_lo, big_hi = area[u_lo] >= min_area, area[u_hi] >= min_area
+    merge = big_lo & big_hi & (votes >= share * total)
+    # each small region: its neighbour with the most soft links
+    pair = np.concatenate([np.flatnonzero(~big_lo), np.flatnonzero(~big_hi)])
+    small = np.concatenate([u_lo[~big_lo], u_hi[~big_hi]])
+    order = np.lexsort((-votes[pair], small))
+    first = np.unique(small[order], return_index=True)[1]
+    best = pair[order[first]]
+    merge[best[votes[best] > 0]] = True
+    join = merge[inv]
+    n_h = int(pairs[0][0].sum())
+    joins[0][pairs[0][0]] = join[:n_h]
+    joins[1][pairs[1][0]] = join[n_h:]
+    return joins[0], joins[1]
+
+
+def segment_layers(z: np.ndarray, params: LayerAlignParams) -> Layers:
+    """Segment each frame of a log-depth stack into depth layers.
+
+    Args:
+        z: (N, h, w) float32 log depth on the sample grid, NaN where missing.
+        params: thresholds (``edge_log``, ``merge_log``, ``merge_share``, ``min_layer``).
+    Returns:
+        the layers, ids global over the stack and ordered by frame.
+    """
+    n, h, w = z.shape
+    valid = np.isfinite(z)
+    steps_h, steps_v = _Steps(z, 2), _Steps(z, 1)
+    r = params.bridge // 2
+    comp = _components(valid, _thick(steps_h.connects(params.edge_log), 1, r),
+                       _thick(steps_v.connects(params.edge_log), 2, r))
+
+    min_area = max(1, int(round(params.min_layer * h * w)))
+    join_h, join_v = _merge_links(comp, steps_h.connects(params.merge_log), steps_v.connects(params.merge_log),
+                                  params.merge_share, min_area)
+    same_h = comp[:, :, :-1] == comp[:, :, 1:]
+    same_v = comp[:, :-1, :] == comp[:, 1:, :]
+    comp = _components(valid, same_h | join_h, same_v | join_v)
+    return _compact(comp, min_area)
+
+
+def _compact(comp: np.ndarray, min_area: int) -> Layers:
+    """Drop components below ``min_area`` samples and renumber the rest by frame."""
+    n = comp.shape[0]
+    flat = comp.reshape(n, -1)
+    area = np.bincount(flat.ravel())
+    frame_of = np.zeros(area.size, np.int64)
+    frame_of[flat] = np.arange(n)[:, None]
+    keep = area >= min_area
+    keep[0] = False
+    old = np.flatnonzero(keep)
+    old = old[np.argsort(frame_of[old], kind="stable")]
+    new_id = np.full(area.size, -1, np.int32)
+    new_id[old] = np.arange(old.size, dtype=np.int32)
+    frame = frame_of[old].astype(np.int32)
+    offsets = np.searchsorted(frame, np.arange(n + 1)).astype(np.int64)
+    return Layers(labels=new_id[comp], frame=frame, offsets=offsets, area=area[old].astype(np.int64))

@@ -1,0 +1,186 @@
+"""Layer scales: robust per-pair scales on the overlap, then forward propagation in time.
+
+Scales are handled as log scales (0 = keep the window's Sim(3) scale). Every
+statistic is a grouped reduction (``bincount`` / sorting) over all pixels or pairs at
+once; the only Python loop runs over the frames of the window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.layer_align.link import Links
+from core.layer_align.segment import Layers
+
+
+def confidence_weights(conf: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Per-sample fitting weights in [0.05, 1] from raw confidence, 0 where not ``valid``.
+
+    Only the ranking of confidence is meaningful, so it is mapped linearly between its
+    5th and 95th percentiles over the valid samples and clipped.
+
+    Args:
+        conf: (N, h, w) raw confidence.
+        valid: (N, h, w) bool samples that take part.
+    """
+    c = conf[valid].astype(np.float32)
+    if c.size == 0:
+        return np.zeros(conf.shape, np.float32)
+    lo, hi = np.percentile(c, [5.0, 95.0])
+    if not hi > lo:
+        return valid.astype(np.float32)
+    w = np.clip((conf.astype(np.float32) - lo) / (hi - lo), 0.05, 1.0)
+    return np.where(valid, w, 0.0).astype(np.float32)
+
+
+def group_weighted_median(values: np.ndarray, groups: np.ndarray, weights: np.ndarray,
+                          n_groups: int) -> np.ndarray:
+    """Weighted median of ``values`` within each group; NaN for groups without weight.
+
+    Args:
+        values, weights: (M,) float.
+        groups: (M,) int in [0, n_groups).
+    """
+    out = np.full(n_groups, np.nan)
+    if values.size == 0:
+        return out
+    order = np.lexsort((values, groups))
+    v, g, w = values[order], groups[order], weights[order].astype(np.float64)
+    cw = np.cumsum(w)
+    total = np.bincount(g, weights=w, minlength=n_groups)
+    first = np.searchsorted(g, np.arange(n_groups))
+    before = np.concatenate([[0.0], cw])[first]
+    reached = np.flatnonzero((cw - before[g] >= 0.5 * total[g]) & (total[g] > 0))
+    grp, at = np.unique(g[reached], return_index=True)
+    out[grp] = v[reached[at]]
+    return out
+
+
+def robust_group_mean(values: np.ndarray, groups: np.ndarray, weights: np.ndarray, n_groups: int,
+                      c: float, iterations: int) -> np.ndarray:
+    """Robust (Cauchy IRLS, started at the weighted median) mean of ``values`` per group.
+
+    Args:
+        values, weights: (M,) float; weights are non-negative prior weights.
+        groups: (M,) int in [0, n_groups).
+        c: Cauchy width in the units of ``values``.
+        iterations: IRLS iterations.
+    Returns:
+        (n_groups,) float64, NaN for groups without weight.
+    """
+    mu = group_weighted_median(values, groups, weights, n_groups)
+    for _ in range(iterations):
+        r = (values - mu[groups]) / c
+        w = weights / (1.0 + r * r)
+        den = np.bincount(groups, weights=w, minlength=n_groups)
+        num = np.bincount(groups, weights=w * values, minlength=n_groups)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mu = np.where(den > 0, num / den, np.nan)
+    return mu
+
+
+@dataclass
+class PairScales:
+    """Robust log scale of every matched (reference layer, new layer) pair.
+
+    Attributes:
+        links: the matched pairs (``src`` reference layer, ``dst`` new layer, ``weight`` coverage).
+        log_scale: (E,) log of the factor taking the new layer's depth onto the reference.
+        support: (E,) confident sample pixels the pair shares.
+    """
+
+    links: Links
+    log_scale: np.ndarray
+    support: np.ndarray
+
+
+def pair_scales(matches: Links, ref_labels: np.ndarray, new_labels: np.ndarray, log_ratio: np.ndarray,
+                weight: np.ndarray, n_new: int, c: float, iterations: int, min_pixels: int) -> PairScales:
+    """Solve one robust scale per matched pair on the confident pixels the pair shares.
+
+    Args:
+        matches: overlap matches (reference layer -> new layer).
+        ref_labels, new_labels: (O, h, w) layer ids on the overlap frames.
+        log_ratio: (O, h, w) log(reference depth) - log(new depth).
+        weight: (O, h, w) fitting weight, 0 where a sample does not take part.
+        n_new: number of new layers.
+        c, iterations: IRLS settings.
+        min_pixels: pairs sharing fewer samples of positive weight are dropped.
+    """
+    n = matches.src.size
+    if n == 0:
+        return PairScales(matches, np.zeros(0), np.zeros(0, np.int64))
+    use = (ref_labels >= 0) & (new_labels >= 0) & (weight > 0) & np.isfinite(log_ratio)
+    key = ref_labels[use].astype(np.int64) * n_new + new_labels[use]
+    pair_key = matches.src * n_new + matches.dst
+    order = np.argsort(pair_key)
+    pos = np.minimum(np.searchsorted(pair_key[order], key), n - 1)
+    hit = pair_key[order][pos] == key
+    group = order[pos[hit]]
+    values = log_ratio[use][hit].astype(np.float64)
+    w = weight[use][hit].astype(np.float64)
+    support = np.bincount(group, minlength=n)
+    log_scale = robust_group_mean(values, group, w, n, c, iterations)
+    keep = (support >= min_pixels) & np.isfinite(log_scale)
+    return PairScales(matches.select(keep), log_scale[keep], support[keep])
+
+
+def combine_pairs(pairs: PairScales, n_new: int, outlier_log: float,
+                  max_log: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One direct log scale per new layer from the pairs feeding it.
+
+    Pairs further than ``outlier_log`` from the coverage-weighted median of their layer
+    are rejected; the rest are averaged with their coverage as weight; the result is
+    clamped to ``[-max_log, max_log]``.
+
+    Returns:
+        (log_scale, weight, accepted): (n_new,) direct log scale (0 where none), (n_new,)
+        total coverage of the accepted pairs (0 where none), (E,) bool accepted pairs.
+    """
+    dst, cover, s = pairs.links.dst, pairs.links.weight, pairs.log_scale
+    med = group_weighted_median(s, dst, cover, n_new)
+    accepted = np.abs(s - med[dst]) <= outlier_log
+    w = np.where(accepted, cover, 0.0)
+    den = np.bincount(dst, weights=w, minlength=n_new)
+    num = np.bincount(dst, weights=w * s, minlength=n_new)
+    log_scale = np.clip(np.divide(num, den, out=np.zeros(n_new), where=den > 0), -max_log, max_log)
+    return log_scale, den, accepted
+
+
+def propagate(layers: Layers, links: Links, direct: np.ndarray, direct_weight: np.ndarray,
+              temporal_weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """Carry layer scales forward through the window along the temporal links.
+
+    Frame by frame, a layer's log scale is the weighted mean of its direct measurement
+    (weight ``direct_weight``) and the log scales of its linked layers in the previous
+    frame that have one (weight ``temporal_weight`` times the link IoU). Layers with
+    neither keep log scale 0 (the window's Sim(3) scale).
+
+    Returns:
+        (log_scale, source): (L,) float64 and (L,) int8 (0 none, 1 direct measurement,
+        2 propagated only).
+    """
+    n_layers = layers.count
+    log_scale = np.zeros(n_layers)
+    known = np.zeros(n_layers, bool)
+    source = np.where(direct_weight > 0, 1, 0).astype(np.int8)
+    order = np.argsort(layers.frame[links.dst], kind="stable")
+    src, dst, iou = links.src[order], links.dst[order], links.weight[order]
+    link_frame = layers.frame[dst]
+    bounds = np.searchsorted(link_frame, np.arange(len(layers.offsets)))
+    for t in range(len(layers.offsets) - 1):
+        lo, hi = layers.offsets[t], layers.offsets[t + 1]
+        e = slice(bounds[t], bounds[t + 1])
+        parent_known = known[src[e]]
+        w = temporal_weight * iou[e] * parent_known
+        local = dst[e] - lo
+        den = np.bincount(local, weights=w, minlength=hi - lo) + direct_weight[lo:hi]
+        num = np.bincount(local, weights=w * log_scale[src[e]], minlength=hi - lo) \
+            + direct_weight[lo:hi] * direct[lo:hi]
+        has = den > 0
+        log_scale[lo:hi] = np.divide(num, den, out=np.zeros(hi - lo), where=has)
+        known[lo:hi] = has
+        source[lo:hi][(source[lo:hi] == 0) & has] = 2
+    return log_scale, source
