@@ -161,7 +161,7 @@ def run(job: Job, emit: Callable[[Message], None], cancel: threading.Event, log_
     t0 = time.perf_counter()
     try:
         source, backbone, config, info = build_pipeline(job)
-        notice = getattr(backbone, "licence_notice", None)
+        notice = getattr(backbone, "licence", "")
         if notice:
             emit(WarningEvent(message=notice))
 

@@ -187,6 +187,18 @@ def test_cancel_mid_run_keeps_every_finished_window_and_resume_completes(clips, 
     assert_complete_run(run_dir, LONG)
 
 
+def test_worker_whose_reader_goes_away_cancels_itself(clips, tmp_path):
+    run_dir = tmp_path / "run"
+    with start_worker(write_job(make_job(clips, LONG, run_dir), tmp_path / "job.json")) as proc:
+        read_until_first_window(proc)
+        proc.stdout.close()  # the add-on crashed: the next event hits a broken pipe
+    assert proc.returncode == EXIT_CANCELLED, (tmp_path / "stderr.txt").read_text()
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "cancelled" and 0 < run["frames_done"] < LONG
+    assert frames_on_disk(run_dir) == list(range(run["frames_done"]))
+    assert "lost the reader of stdout" in (run_dir / "worker.log").read_text()
+
+
 def test_sigkill_is_reported_by_the_client_and_resume_finishes_the_run(clips, tmp_path):
     run_dir = tmp_path / "run"
     job = make_job(clips, LONG, run_dir)
@@ -257,3 +269,40 @@ def test_invalid_job_is_an_error_event(tmp_path, stdin, expected):
     events = parse_stdout(result.stdout)
     assert len(events) == 1 and isinstance(events[0], ErrorEvent) and expected in events[0].message
     assert list(tmp_path.iterdir()) == []  # no run directory for a job that never started
+
+
+# --------------------------------------------------------------------------- network backbones
+
+def test_missing_weights_tell_how_to_provide_them(clips, tmp_path):
+    """pi3 with its default hub weights, offline and not cached: an error saying what to do."""
+    run_dir = tmp_path / "run"
+    job = make_job(clips, SHORT, run_dir).model_copy(
+        update={"backbone": "pi3", "synthetic_scene": None, "device": "cpu"})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    client = WorkerClient(job, env=env)
+    client.start()
+    events = drain(client)
+    assert client.close() == EXIT_ERROR
+    assert len(events) == 1 and isinstance(events[0], ErrorEvent), events
+    message = events[0].message
+    assert "'model.safetensors'" in message and "'yyfz233/Pi3'" in message
+    assert "--weights" in message and "HF_HUB_OFFLINE" in message and "internal error" not in message
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+
+
+def test_pi3_run_states_the_weights_licence(clips, fixtures_dir, tmp_path):
+    """A real (tiny) pi3 checkpoint through the worker: licence warning, then a normal run."""
+    from test_adapter import write_tiny_checkpoint
+
+    weights = write_tiny_checkpoint(fixtures_dir, "pi3", tmp_path / "pi3_tiny.safetensors")
+    job = make_job(clips, SHORT, tmp_path / "run").model_copy(update={
+        "backbone": "pi3", "synthetic_scene": None, "weights": str(weights), "device": "cpu", "max_frames": 6})
+    client = WorkerClient(job)
+    client.start()
+    events = drain(client, timeout=300)
+    assert client.close() == EXIT_OK, client.stderr_tail()
+    warning, events = events[0], events[1:]
+    assert warning.type == "warning" and "non-commercial" in warning.message and "VGGT-1B-Commercial" in warning.message
+    assert_events_in_order(events, 6)
+    assert events[0].backbone == "pi3" and (events[0].pred_width, events[0].pred_height) == (574, 434)
+    assert_complete_run(tmp_path / "run", 6)
