@@ -5,9 +5,9 @@ Everything a run becomes lives in one collection per run (``LASER <run name>``):
 * a camera with one keyframe per source frame, its lens, sensor and shift taken
   from the run's intrinsics expressed at footage resolution;
 * the footage as a MovieClip, shown as the camera's background;
-* one point-cloud mesh per aligned window (vertices with ``color``, ``conf`` and
+* one point-cloud mesh per aligned window (vertices with ``Color``, ``conf`` and
   ``frame`` attributes) drawn as points in the viewport and in renders by a shared
-  Geometry Nodes modifier (Mesh to Points) and a material reading ``color``.
+  Geometry Nodes modifier (Mesh to Points) and a material reading ``Color``.
 
 Adding a window never touches what earlier windows created, so a growing run is
 imported incrementally while the worker streams.
@@ -49,6 +49,9 @@ WORLD_FROM_RUN = np.array(
 CV_TO_BLENDER_CAMERA = np.diag([1.0, -1.0, -1.0, 1.0])
 NODE_GROUP = "LASER points"
 MATERIAL = "LASER point colour"
+# Point colour attribute. Not "color": Cycles renders a point cloud attribute of that
+# exact name black (Blender 4.5); "Color" is also Blender's default for meshes.
+COLOR = "Color"
 # Frames assumed when a run does not (yet) say how long the footage is: the budget
 # is then spread as if the shot had this many frames, and never exceeded.
 FALLBACK_FRAME_COUNT = 1000
@@ -242,7 +245,7 @@ def _ensure_node_group():
 
 
 def _ensure_material():
-    """Unlit material showing each point's ``color`` attribute (looks like the footage)."""
+    """Unlit material showing each point's colour attribute (looks like the footage)."""
     import bpy
 
     mat = bpy.data.materials.get(MATERIAL)
@@ -253,7 +256,7 @@ def _ensure_material():
     nodes, links = mat.node_tree.nodes, mat.node_tree.links
     nodes.clear()
     attr = nodes.new("ShaderNodeAttribute")
-    attr.attribute_type, attr.attribute_name = "GEOMETRY", "color"
+    attr.attribute_type, attr.attribute_name = "GEOMETRY", COLOR
     emit = nodes.new("ShaderNodeEmission")
     out = nodes.new("ShaderNodeOutputMaterial")
     links.new(attr.outputs["Color"], emit.inputs["Color"])
@@ -451,11 +454,11 @@ class RunScene:
         mesh.attributes["position"].data.foreach_set("vector", world.astype(np.float32).ravel())
         rgba = np.ones((n, 4), np.float32)
         rgba[:, :3] = win.colors[m, i, j] * np.float32(1 / 255)
-        mesh.color_attributes.new("color", "BYTE_COLOR", "POINT").data.foreach_set("color_srgb", rgba.ravel())
+        mesh.color_attributes.new(COLOR, "BYTE_COLOR", "POINT").data.foreach_set("color_srgb", rgba.ravel())
         mesh.attributes.new("conf", "FLOAT", "POINT").data.foreach_set("value", win.conf[m, i, j])
         mesh.attributes.new("frame", "INT", "POINT").data.foreach_set(
             "value", win.frames[m].astype(np.int32))
-        mesh.color_attributes.active_color_name = "color"
+        mesh.color_attributes.active_color_name = COLOR
         mesh.update()
 
         obj = bpy.data.objects.new(name, mesh)
@@ -470,11 +473,11 @@ class RunScene:
         return n
 
     def _point_radius(self, win: AlignedWindow, n: int) -> float:
-        """Half the spacing of the imported samples at the median depth."""
+        """0.8 x the spacing of the imported samples at the median depth: surfaces look closed."""
         valid = win.mask & (win.depth > 0)
         depth = float(np.median(win.depth[valid])) if valid.any() else 1.0
         pixels_per_point = valid.sum() / max(n, 1)
-        return 0.5 * depth * math.sqrt(max(pixels_per_point, 1.0)) / float(win.K[0, 0])
+        return 0.8 * depth * math.sqrt(max(pixels_per_point, 1.0)) / float(win.K[0, 0])
 
 
 def _socket_id(group, name: str) -> str:

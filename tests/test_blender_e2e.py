@@ -25,7 +25,7 @@ from core.rundir import iter_aligned, list_windows, read_json, read_run
 from core.synthetic import Scene, SceneConfig, SyntheticBackbone, SyntheticNoise, SyntheticSource, render_clip
 from laser_blender.client import WorkerClient
 from laser_blender.protocol import Job, WindowDone
-from laser_blender.scene import FRAME_START, WORLD_FROM_RUN, SceneOptions, import_run
+from laser_blender.scene import COLOR, FRAME_START, WORLD_FROM_RUN, SceneOptions, import_run
 from laser_blender.session import ImportSession
 
 W, H = 128, 96
@@ -152,7 +152,7 @@ def test_worker_stream_builds_scene_progressively(scene, clip, tmp_path):
     assert cam.data.lens == pytest.approx(gt.K[0, 0] * 36.0 / W, abs=0.1)  # GT lens, 36 mm sensor
     assert 0 < run.points <= budget
     colors = np.empty(4 * len(run.point_objects[0].data.vertices), np.float32)
-    run.point_objects[0].data.attributes["color"].data.foreach_get("color_srgb", colors)
+    run.point_objects[0].data.attributes[COLOR].data.foreach_get("color_srgb", colors)
     assert colors.reshape(-1, 4)[:, :3].std(axis=0).min() > 0.02
     err = own_projection_errors(scene, cam, tmp_path / "run")
     assert err.max() < 0.5, f"max reprojection error {err.max():.3f} px"

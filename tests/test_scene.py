@@ -13,7 +13,7 @@ from mathutils import Vector
 
 from core.rundir import load_aligned
 from handmade_run import FOOTAGE, GEOMETRY, start_run, windows, write_run
-from laser_blender.scene import FRAME_START, WORLD_FROM_RUN, RunScene, SceneOptions, import_run
+from laser_blender.scene import COLOR, FRAME_START, WORLD_FROM_RUN, RunScene, SceneOptions, import_run
 
 
 @pytest.fixture
@@ -118,9 +118,9 @@ def test_points_budget_colours_and_render_setup(scene, tmp_path):
     total = 0
     for obj in run.point_objects:
         mesh = obj.data
-        assert {"color", "conf", "frame"} <= set(mesh.attributes.keys())
+        assert {COLOR, "conf", "frame"} <= set(mesh.attributes.keys())
         colors = np.empty(4 * len(mesh.vertices), np.float32)
-        mesh.attributes["color"].data.foreach_get("color_srgb", colors)
+        mesh.attributes[COLOR].data.foreach_get("color_srgb", colors)
         assert colors.reshape(-1, 4)[:, :3].std(axis=0).min() > 0.05  # real colours, not a constant
         evaluated = obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).evaluated_geometry()
         assert evaluated.pointcloud is not None and len(evaluated.pointcloud.points) == len(mesh.vertices)
@@ -192,3 +192,32 @@ def test_partial_run_without_windows_builds_empty_camera(scene, tmp_path):
     run = import_run(scene, run_dir)
     assert run.windows == set() and run.points == 0
     assert run.camera.animation_data is None
+
+
+def test_render_shows_point_colours(scene, tmp_path):
+    """Cycles renders the points in their colours: seen from the run's own camera, the
+    current frame's points reproduce the footage (red = column, green = row gradient)."""
+    import_run(scene, write_run(tmp_path / "run"), SceneOptions(point_budget=200_000, current_frame_only=True))
+    r = scene.render
+    r.engine, scene.cycles.device, scene.cycles.samples = "CYCLES", "CPU", 1
+    scene.cycles.filter_width = 0.01  # one ray per pixel centre, no blur across pixels
+    scene.view_settings.view_transform = "Standard"
+    r.resolution_percentage, r.filepath = 25, str(tmp_path / "render.png")
+    scene.frame_set(FRAME_START)
+    bpy.ops.render.render(write_still=True)
+    image = bpy.data.images.load(str(tmp_path / "render.png"))
+    w, h = image.size
+    px = np.empty(w * h * 4, np.float32)
+    image.pixels.foreach_get(px)
+    px = px.reshape(h, w, 4)[::-1, :, :3]  # Blender images are stored bottom-up
+    # expected colour of each render pixel: the prediction pixel under its centre
+    v, u = (np.mgrid[0:h, 0:w] + 0.5) * (FOOTAGE[1] / h)
+    pred = np.stack([u.ravel(), v.ravel(), np.ones(u.size)], 1) @ np.linalg.inv(GEOMETRY.to_footage()).T
+    i, j = np.floor(pred[:, 1]).reshape(h, w), np.floor(pred[:, 0]).reshape(h, w)
+    inside = (i >= 4) & (i < GEOMETRY.size[1])  # the masked band and the crop show nothing
+    lit = px.max(axis=2) > 0.02
+    far_outside = (i < 2) | (i >= GEOMETRY.size[1] + 2)  # points have a radius: allow the edges
+    assert lit[inside].mean() > 0.9 and lit[far_outside].mean() < 0.02
+    err_r = np.abs(px[..., 0] - (255 * j / GEOMETRY.size[0]).astype(np.uint8) / 255)[inside & lit]
+    err_g = np.abs(px[..., 1] - (255 * i / GEOMETRY.size[1]).astype(np.uint8) / 255)[inside & lit]
+    assert np.median(err_r) < 0.02 and np.median(err_g) < 0.02
