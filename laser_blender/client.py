@@ -126,8 +126,10 @@ class WorkerClient:
                               "Set the engine's Python in the add-on preferences "
                               f"(or the {ENV_PYTHON} environment variable).") from None
         self._send(encode(self.job))
-        self._threads = [threading.Thread(target=target, name=f"laser-worker{target.__name__}", daemon=True)
-                         for target in (self._read_stdout, self._read_stderr)]
+        self._threads = [
+            threading.Thread(target=self._read_stdout, name="laser-worker-stdout", daemon=True),
+            threading.Thread(target=self._read_stderr, name="laser-worker-stderr", daemon=True),
+        ]
         for thread in self._threads:
             thread.start()
 

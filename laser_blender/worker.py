@@ -185,7 +185,10 @@ def run(job: Job, emit: Callable[[Message], None], cancel: threading.Event, log_
     except Exception as e:
         log.exception("run failed")
         message = user_message(e, log_path)
-        mark_failed(run_dir, message)
+        try:
+            mark_failed(run_dir, message)
+        except OSError as write_error:
+            log.error("could not mark %s failed: %s", run_dir / "run.json", write_error)
         emit(ErrorEvent(message=message, log=str(log_path) if log_path else None,
                         resumable=len(list_windows(run_dir / "aligned")) > 0))
         return EXIT_ERROR
@@ -228,7 +231,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INVALID_JOB
     if args.resume:
         job = job.model_copy(update={"resume": True})
-    log_path = setup_logging(Path(job.run_dir))
+    try:
+        log_path = setup_logging(Path(job.run_dir))
+    except OSError as e:
+        message = f"cannot write the run directory {job.run_dir}: {e.strerror or e}"
+        log.error("%s", message)
+        emit(ErrorEvent(message=message))
+        return EXIT_ERROR
     watch_stdin(sys.stdin, cancel)
     log.info("job: %s", encode(job))
     return run(job, emit, cancel, log_path)

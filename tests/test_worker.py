@@ -306,3 +306,14 @@ def test_pi3_run_states_the_weights_licence(clips, fixtures_dir, tmp_path):
     assert_events_in_order(events, 6)
     assert events[0].backbone == "pi3" and (events[0].pred_width, events[0].pred_height) == (574, 434)
     assert_complete_run(tmp_path / "run", 6)
+
+
+def test_unwritable_run_directory_is_an_error_event(clips, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    job = make_job(clips, SHORT, blocker / "run")
+    result = subprocess.run([*WORKER, "-"], input=encode(job) + "\n", capture_output=True, text=True, timeout=60)
+    assert result.returncode == EXIT_ERROR, result.stderr
+    events = parse_stdout(result.stdout)
+    assert len(events) == 1 and isinstance(events[0], ErrorEvent)
+    assert f"cannot write the run directory {blocker / 'run'}" in events[0].message
