@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from core.backbones import build
-from core.backbones.pi3 import Pi3, rotation_from_9d
+from core.backbones.pi3 import Pi3, Pi3Config, rotation_from_9d
 
 CASES = ("case0", "case1")
 
@@ -130,3 +130,15 @@ def test_permutation_equivariance(tiny: dict) -> None:
         b = tiny["model"](images[:, perm])
     for key in ("local_points", "conf", "camera_poses"):
         assert_close(key, b[key], a[key][:, perm], atol=1e-5, rtol=1e-5)
+
+
+def test_config_schema(fixtures_dir: Path) -> None:
+    config = json.loads((fixtures_dir / "pi3_tiny_config.json").read_text())
+    tiny = Pi3Config.from_dict(config)
+    assert (tiny.encoder.embed_dim, tiny.encoder.depth, tiny.encoder.num_heads) == (64, 2, 4)
+    assert (tiny.decoder.depth, tiny.decoder_registers, tiny.pos_grid) == (6, 5, 37)
+    assert (tiny.point_decoder.embed_dim, tiny.point_out_dim, tiny.camera_out_dim) == (48, 48, 32)
+    assert Pi3Config.from_dict(None) == Pi3Config() == Pi3Config.from_dict({})
+    bad = {**config, "camera_head": {**config["camera_head"], "dim": 16}}
+    with pytest.raises(ValueError, match="camera_head.dim"):
+        Pi3Config.from_dict(bad)

@@ -77,6 +77,10 @@ class Pi3Config:
                 float(d.get("mlp_ratio", default.mlp_ratio)),
             )
 
+        camera_out = config.get("camera_decoder", {}).get("out_dim")
+        camera_head = config.get("camera_head", {}).get("dim")
+        if camera_out is not None and camera_head is not None and camera_out != camera_head:
+            raise ValueError(f"camera_head.dim ({camera_head}) must equal camera_decoder.out_dim ({camera_out})")
         enc = config.get("encoder", {})
         grid = enc.get("pos_embed_grid")
         patch = int(config.get("patch_size", base.patch_size))

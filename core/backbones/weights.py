@@ -223,6 +223,8 @@ def parameters_on_meta() -> Iterator[None]:
 
     Parameter storage and initialisation are skipped (fast, no memory); buffers,
     including non-persistent ones that no checkpoint holds, keep their values.
+    It swaps ``nn.Module.register_parameter`` for its duration, so no other thread
+    should build modules meanwhile.
     """
     register = nn.Module.register_parameter
 
