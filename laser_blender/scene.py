@@ -15,10 +15,12 @@ imported incrementally while the worker streams.
 Conventions:
 
 * The run is in OpenCV axes (camera x right, y down, z forward; poses
-  camera-to-world). Blender's world is z-up, so run-world points are rotated by
-  ``WORLD_FROM_RUN`` (x -> x, y -> -z, z -> y: the run's "down" becomes Blender's
-  -z, its "forward" Blender's +y), and a camera's Blender matrix is
-  ``WORLD_FROM_RUN @ c2w @ diag(1, -1, -1, 1)`` (Blender cameras look down -z, y up).
+  camera-to-world) in whatever world frame the backbone chose. The scene is
+  anchored to the first imported camera: Blender world = ``world_from_run(anchor)``
+  = ``AXES @ inv(anchor)``, where ``AXES`` maps OpenCV to Blender's z-up world
+  (x -> x, y -> -z, z -> y). The first camera therefore sits at the origin,
+  upright, looking along +y. A camera's Blender matrix is
+  ``world_from_run @ c2w @ diag(1, -1, -1, 1)`` (Blender cameras look down -z, y up).
 * Source frame ``f`` (0-based) is Blender frame ``f + FRAME_START``.
 * Pixel (row i, col j) is centred at (j + 0.5, i + 0.5).
 
@@ -43,9 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import bpy
 
 FRAME_START = 1
-WORLD_FROM_RUN = np.array(
-    [[1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]], dtype=np.float64
-)
+AXES = np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
 CV_TO_BLENDER_CAMERA = np.diag([1.0, -1.0, -1.0, 1.0])
 NODE_GROUP = "LASER points"
 MATERIAL = "LASER point colour"
@@ -112,9 +112,14 @@ def camera_settings(K_footage: np.ndarray, footage: tuple[int, int], sensor_widt
     }
 
 
-def blender_camera_matrices(poses: np.ndarray) -> np.ndarray:
-    """(M, 4, 4) OpenCV camera-to-world run poses -> Blender camera world matrices."""
-    return WORLD_FROM_RUN @ np.asarray(poses, np.float64) @ CV_TO_BLENDER_CAMERA
+def world_from_run(anchor: np.ndarray) -> np.ndarray:
+    """(4, 4) map from run-world to Blender-world coordinates for the anchor camera-to-world pose."""
+    return AXES @ np.linalg.inv(np.asarray(anchor, np.float64))
+
+
+def blender_camera_matrices(poses: np.ndarray, world: np.ndarray) -> np.ndarray:
+    """(M, 4, 4) OpenCV camera-to-world run poses -> Blender camera world matrices (``world``: run -> Blender)."""
+    return world @ np.asarray(poses, np.float64) @ CV_TO_BLENDER_CAMERA
 
 
 def fps_and_base(fps: float) -> tuple[int, float]:
@@ -359,6 +364,12 @@ class RunScene:
         return int(self.collection.get("laser_points", 0))
 
     @property
+    def world_from_run(self) -> np.ndarray | None:
+        """(4, 4) run-world -> Blender-world map, fixed by the first imported window (None before)."""
+        anchor = self.collection.get("laser_anchor")
+        return None if anchor is None else world_from_run(np.reshape(anchor, (4, 4)))
+
+    @property
     def point_objects(self) -> list:
         return sorted((o for o in self.collection.objects if o.type == "MESH"), key=lambda o: o.name)
 
@@ -373,6 +384,7 @@ class RunScene:
             return 0
         if not self.windows:
             self._set_lens(win.K)
+            self.collection["laser_anchor"] = np.asarray(win.poses[0], np.float64).ravel().tolist()
         self._add_camera_keys(win.frames, win.poses)
         added = self._add_points(win)
         self.collection["laser_windows"] = sorted(self.windows | {win.index})
@@ -416,7 +428,7 @@ class RunScene:
         curves = [action.fcurve_ensure_for_datablock(obj, path, index=k)
                   for path in ("location", "rotation_euler") for k in range(3)]
 
-        mats = blender_camera_matrices(poses)
+        mats = blender_camera_matrices(poses, self.world_from_run)
         values = np.empty((len(frames), 6))
         values[:, :3] = mats[:, :3, 3]
         previous = self._last_euler(curves[3:])
@@ -447,7 +459,8 @@ class RunScene:
         n = len(m)
         if n == 0:
             return 0
-        world = unproject(win, m, i, j) @ WORLD_FROM_RUN[:3, :3].T
+        to_world = self.world_from_run
+        world = unproject(win, m, i, j) @ to_world[:3, :3].T + to_world[:3, 3]
         name = f"{self.info.name} w{win.index:05d}"
         mesh = bpy.data.meshes.new(name)
         mesh.vertices.add(n)

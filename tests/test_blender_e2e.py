@@ -25,7 +25,7 @@ from core.rundir import iter_aligned, list_windows, read_json, read_run
 from core.synthetic import Scene, SceneConfig, SyntheticBackbone, SyntheticNoise, SyntheticSource, render_clip
 from laser_blender.client import WorkerClient
 from laser_blender.protocol import Job, WindowDone
-from laser_blender.scene import COLOR, FRAME_START, WORLD_FROM_RUN, SceneOptions, import_run
+from laser_blender.scene import COLOR, FRAME_START, SceneOptions, import_run
 from laser_blender.session import ImportSession
 
 W, H = 128, 96
@@ -54,14 +54,15 @@ def keys(cam) -> np.ndarray:
     return co[::2]
 
 
-def gt_projection_errors(scene, cam, run_dir: Path, gt_dir: Path, frames) -> np.ndarray:
+def gt_projection_errors(scene, run, gt_dir: Path, frames) -> np.ndarray:
     """Pixel distance between where the GT says its points are and where the Blender camera sees them.
 
     GT points (GT depth unprojected with GT K and pose) are mapped into the run's world
     by the Sim(3) between the GT and the run's camera centres, then into Blender's world.
     """
     gt = load_ground_truth(gt_dir)
-    _, run_poses = _run_trajectory(run_dir)
+    _, run_poses = _run_trajectory(run.info.run_dir)
+    to_world = run.world_from_run
     s, R, t = umeyama_sim3(gt.poses[:, :3, 3], run_poses[:, :3, 3])
     rng = np.random.default_rng(0)
     errors = []
@@ -73,17 +74,18 @@ def gt_projection_errors(scene, cam, run_dir: Path, gt_dir: Path, frames) -> np.
         cam_pts = np.stack([(j + 0.5 - K[0, 2]) / K[0, 0] * z, (i + 0.5 - K[1, 2]) / K[1, 1] * z, z], 1)
         world_gt = cam_pts @ gt.poses[f, :3, :3].T + gt.poses[f, :3, 3]
         world_run = s * world_gt @ R.T + t
-        world_bl = world_run @ WORLD_FROM_RUN[:3, :3].T
+        world_bl = world_run @ to_world[:3, :3].T + to_world[:3, 3]
         scene.frame_set(int(f) + FRAME_START)
         for p, u, v in zip(world_bl, j + 0.5, i + 0.5):
-            x, y, _ = world_to_camera_view(scene, cam, Vector(p.tolist()))
+            x, y, _ = world_to_camera_view(scene, run.camera, Vector(p.tolist()))
             errors.append(np.hypot(x * W - u, (1 - y) * H - v))
     return np.array(errors)
 
 
-def own_projection_errors(scene, cam, run_dir: Path) -> np.ndarray:
+def own_projection_errors(scene, run) -> np.ndarray:
     """Pixel distance between the run's own depth, unprojected with its K and pose and seen by
     the Blender camera, and the footage pixel it came from (first and last frame of each window)."""
+    run_dir, to_world = run.info.run_dir, run.world_from_run
     geometry = InputGeometry.from_dict(read_json(run_dir / "predictions" / "meta.json")["geometry"])
     W_f, H_f = geometry.footage
     rng = np.random.default_rng(0)
@@ -97,11 +99,11 @@ def own_projection_errors(scene, cam, run_dir: Path) -> np.ndarray:
             z = win.depth[m, i, j].astype(np.float64)
             cam_pts = np.stack([(j + 0.5 - K[0, 2]) / K[0, 0] * z, (i + 0.5 - K[1, 2]) / K[1, 1] * z, z], 1)
             pose = win.poses[m].astype(np.float64)
-            world = (cam_pts @ pose[:3, :3].T + pose[:3, 3]) @ WORLD_FROM_RUN[:3, :3].T
+            world = (cam_pts @ pose[:3, :3].T + pose[:3, 3]) @ to_world[:3, :3].T + to_world[:3, 3]
             source = np.c_[j + 0.5, i + 0.5, np.ones(len(i))] @ geometry.to_footage().T
             scene.frame_set(int(win.frames[m]) + FRAME_START)
             for p, (u, v, _) in zip(world, source):
-                x, y, _ = world_to_camera_view(scene, cam, Vector(p.tolist()))
+                x, y, _ = world_to_camera_view(scene, run.camera, Vector(p.tolist()))
                 errors.append(np.hypot(x * W_f - u, (1 - y) * H_f - v))
     return np.array(errors)
 
@@ -121,7 +123,7 @@ def test_noise_free_run_projects_ground_truth_within_half_a_pixel(scene, clip, t
     assert status == "complete"
     run = import_run(scene, tmp_path / "run", SceneOptions(point_budget=20_000))
     assert np.array_equal(keys(run.camera), np.arange(30) + FRAME_START)
-    err = gt_projection_errors(scene, run.camera, tmp_path / "run", clip[1], frames=(0, 7, 15, 29))
+    err = gt_projection_errors(scene, run, clip[1], frames=(0, 7, 15, 29))
     assert err.max() < 0.5, f"max GT reprojection error {err.max():.3f} px"
 
 
@@ -154,7 +156,7 @@ def test_worker_stream_builds_scene_progressively(scene, clip, tmp_path):
     colors = np.empty(4 * len(run.point_objects[0].data.vertices), np.float32)
     run.point_objects[0].data.attributes[COLOR].data.foreach_get("color_srgb", colors)
     assert colors.reshape(-1, 4)[:, :3].std(axis=0).min() > 0.02
-    err = own_projection_errors(scene, cam, tmp_path / "run")
+    err = own_projection_errors(scene, run)
     assert err.max() < 0.5, f"max reprojection error {err.max():.3f} px"
     assert bpy.data.movieclips and scene.active_clip.filepath == str(clip[0])
 

@@ -13,7 +13,7 @@ from mathutils import Vector
 
 from core.rundir import load_aligned
 from handmade_run import FOOTAGE, GEOMETRY, start_run, windows, write_run
-from laser_blender.scene import COLOR, FRAME_START, WORLD_FROM_RUN, RunScene, SceneOptions, import_run
+from laser_blender.scene import COLOR, FRAME_START, RunScene, SceneOptions, import_run
 
 
 @pytest.fixture
@@ -33,13 +33,14 @@ def project(scene, cam, points_blender: np.ndarray) -> np.ndarray:
     return np.array(out)
 
 
-def own_unprojection(win, m: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """The test's own pinhole unprojection of window pixels into Blender world points."""
+def own_unprojection(run, win, m: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """The test's own pinhole unprojection of window pixels into ``run``'s Blender world points."""
     K, pose = win.K.astype(np.float64), win.poses[m].astype(np.float64)
     z = win.depth[m, i, j].astype(np.float64)
     cam = np.stack([(j + 0.5 - K[0, 2]) / K[0, 0] * z, (i + 0.5 - K[1, 2]) / K[1, 1] * z, z], 1)
     world = cam @ pose[:3, :3].T + pose[:3, 3]
-    return world @ WORLD_FROM_RUN[:3, :3].T
+    to_world = run.world_from_run
+    return world @ to_world[:3, :3].T + to_world[:3, 3]
 
 
 def footage_pixels(i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -57,7 +58,7 @@ def test_projection_lands_on_source_pixels(scene, tmp_path):
             scene.frame_set(int(win.frames[m]) + FRAME_START)
             i = rng.integers(4, win.depth.shape[1], 40)
             j = rng.integers(0, win.depth.shape[2], 40)
-            uv = project(scene, run.camera, own_unprojection(win, m, i, j))
+            uv = project(scene, run.camera, own_unprojection(run, win, m, i, j))
             err = np.linalg.norm(uv - footage_pixels(i, j), axis=1)
             assert err.max() < 0.5, f"frame {win.frames[m]}: reprojection error {err.max():.4f} px"
             assert err.max() < 0.01  # the conversion is exact up to float32 storage
@@ -83,7 +84,7 @@ def test_point_cloud_holds_unprojected_depth(scene, tmp_path):
     pred = np.c_[uv, np.ones(len(uv))] @ np.linalg.inv(GEOMETRY.to_footage()).T
     ij = np.floor(pred[:, [1, 0]]).astype(int)
     assert np.abs(pred[:, :2] - (ij[:, [1, 0]] + 0.5)).max() < 0.01
-    expected = own_unprojection(win, m, ij[:, 0], ij[:, 1])
+    expected = own_unprojection(run, win, m, ij[:, 0], ij[:, 1])
     assert np.abs(expected - pts).max() < 1e-4
 
 
@@ -109,6 +110,9 @@ def test_camera_keys_lens_and_scene_settings(scene, tmp_path):
     assert r.pixel_aspect_y / r.pixel_aspect_x == pytest.approx(K[0, 0] / K[1, 1], rel=1e-5)
     assert (scene.frame_start, scene.frame_end) == (1, 18)
     assert scene.camera == cam
+    scene.frame_set(FRAME_START)  # anchored: first camera at the origin, upright, looking along +y
+    assert np.allclose(np.array(cam.matrix_world), [[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]],
+                       atol=1e-5)
 
 
 def test_points_budget_colours_and_render_setup(scene, tmp_path):
