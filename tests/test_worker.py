@@ -65,8 +65,11 @@ def drain(client: WorkerClient, until=lambda events: False, timeout: float = 120
     return events
 
 
-def assert_events_in_order(events: list, total: int, first_window: int = 0) -> None:
-    """started, then (window_done, progress) per window, then one terminal event."""
+def assert_events_in_order(events: list, total: int, first_window: int = 0, killed: bool = False) -> None:
+    """started, then (window_done, progress) per window, then one terminal event.
+
+    A killed worker may die between a window_done and its progress event.
+    """
     assert isinstance(events[0], Started)
     assert events[0].windows_done == first_window
     body, last = events[1:-1], events[-1]
@@ -74,7 +77,8 @@ def assert_events_in_order(events: list, total: int, first_window: int = 0) -> N
     windows = [e for e in body if isinstance(e, WindowDone)]
     assert [w.index for w in windows] == list(range(first_window, first_window + len(windows)))
     progress = [e.frames_done for e in body if isinstance(e, Progress)]
-    assert progress == sorted(progress) and len(progress) == len(windows)
+    assert progress == sorted(progress)
+    assert len(progress) == len(windows) or (killed and len(progress) == len(windows) - 1)
     assert all(Path(w.path).is_file() for w in windows)
     assert isinstance(last, (Finished, Cancelled, ErrorEvent))
     if isinstance(last, Finished):
@@ -208,7 +212,7 @@ def test_sigkill_is_reported_by_the_client_and_resume_finishes_the_run(clips, tm
     os.kill(client.pid, signal.SIGKILL)
     events += drain(client)
     assert client.close() == -signal.SIGKILL
-    assert_events_in_order(events, LONG)
+    assert_events_in_order(events, LONG, killed=True)
     error = events[-1]
     assert isinstance(error, ErrorEvent) and error.resumable
     assert "exited unexpectedly (killed by signal SIGKILL)" in error.message
