@@ -11,6 +11,7 @@ inside the functions.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import os
@@ -70,11 +71,14 @@ def write_blend(run_dir: str | Path, blend_path: str | Path, options: SceneOptio
 
 
 def reconstruct_to_blend(job: Job, blend_path: str | Path, python: str, options: SceneOptions | None = None,
-                         report: Reporter = log_report) -> SessionState:
+                         report: Reporter = log_report) -> tuple[SessionState, Path | None]:
     """Run ``job`` in a worker (``python``), stream its windows into a scene, save ``blend_path``.
 
-    The .blend is saved whatever the outcome: after an error or a cancel it holds
-    every window finished before. Returns the session's final state.
+    The .blend is saved whatever the outcome once the run has started: after an error
+    or a cancel it holds every window finished before.
+
+    Returns:
+        (the session's final state, the .blend's path or None when the run never started).
     """
     session = ImportSession(_empty_scene(), WorkerClient(job, python=python), options, report)
     try:
@@ -82,6 +86,24 @@ def reconstruct_to_blend(job: Job, blend_path: str | Path, python: str, options:
         state = session.run_to_end()
     finally:
         session.close()
-    if session.run is not None:
-        save_blend(blend_path)
-    return state
+    return state, save_blend(blend_path) if session.run is not None else None
+
+
+def add_scene_arguments(parser: argparse.ArgumentParser) -> None:
+    """Scene-building options shared with the headless batch entry."""
+    d = SceneOptions()
+    g = parser.add_argument_group("scene")
+    g.add_argument("--point-budget", type=int, default=d.point_budget,
+                   help=f"most points imported for the whole shot (default {d.point_budget:,})")
+    g.add_argument("--conf-percentile", type=float, default=d.conf_percentile, metavar="P",
+                   help="drop the P%% least confident pixels of each window (default 0)")
+    g.add_argument("--sensor-width", type=float, default=d.sensor_width, metavar="MM",
+                   help=f"camera sensor width in mm; the lens follows from it (default {d.sensor_width:g})")
+    g.add_argument("--current-frame-only", action="store_true",
+                   help="show only the current frame's points (dynamic scenes)")
+
+
+def scene_options(args: argparse.Namespace) -> SceneOptions:
+    """The :class:`SceneOptions` of arguments added by :func:`add_scene_arguments`."""
+    return SceneOptions(point_budget=args.point_budget, conf_percentile=args.conf_percentile,
+                        sensor_width=args.sensor_width, current_frame_only=args.current_frame_only)
