@@ -182,7 +182,8 @@ class NetworkBackbone:
         with torch.inference_mode(), torch.autocast(
             self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
         ):
-            out = self.model(x)
+            # VGGT's point head is not needed: points come from its depth and cameras.
+            out = self.model(x, predict_points=False) if self.name == "vggt" else self.model(x)
         return NETWORKS[self.name][1](out, images, frames)
 
 

@@ -50,7 +50,7 @@ def run_job(job, desc: str = "reconstruct") -> int:
         source, backbone, config, info = build_pipeline(job)
     except user_errors() as e:
         return fail(str(e))
-    notice = getattr(backbone, "licence_notice", None)
+    notice = getattr(backbone, "licence", None)
     if notice:
         print(f"laser-blender: {notice}", file=sys.stderr)
     with graceful_interrupt() as cancel, progress_bar(desc) as on_event:
