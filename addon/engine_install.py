@@ -21,11 +21,9 @@ def venv_python(venv: Path) -> Path:
 
 
 def install_commands(venv: Path, requirement: str, base_python: str = sys.executable) -> list[list[str]]:
-    """Create ``venv`` (if needed), update pip, install ``requirement`` (a name, path or URL)."""
-    py = str(venv_python(venv))
+    """Create ``venv`` (if needed) and pip-install ``requirement`` (a name, path, wheel or URL) into it."""
     commands = [] if venv_python(venv).exists() else [[base_python, "-m", "venv", str(venv)]]
-    return commands + [[py, "-m", "pip", "install", "--upgrade", "pip"],
-                       [py, "-m", "pip", "install", "--upgrade", requirement]]
+    return commands + [[str(venv_python(venv)), "-m", "pip", "install", "--upgrade", requirement]]
 
 
 class Installer:

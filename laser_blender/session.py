@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from core.rundir import RunDirError
 from laser_blender.client import WorkerClient
 from laser_blender.protocol import (
     Cancelled, ErrorEvent, Finished, Progress, Started, WarningEvent, WindowDone,
@@ -132,7 +133,20 @@ class ImportSession:
     # ---------------------------------------------------------------- events
 
     def apply(self, event) -> None:
-        """Apply one event to the scene and the state."""
+        """Apply one event to the scene and the state; never raises.
+
+        A window that cannot be imported (unreadable file, malformed run) ends the
+        session with an error naming it, and the worker is asked to stop.
+        """
+        try:
+            self._apply(event)
+        except (RunDirError, OSError, ValueError, KeyError) as e:
+            self.state.status = "error"
+            self.state.last_error = f"Cannot import the run {self.run_dir} into Blender: {e}"
+            self.report("ERROR", self.state.last_error)
+            self.client.cancel()
+
+    def _apply(self, event) -> None:
         state = self.state
         if isinstance(event, Started):
             state.status = "running"

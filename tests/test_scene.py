@@ -225,3 +225,19 @@ def test_render_shows_point_colours(scene, tmp_path):
     err_r = np.abs(px[..., 0] - (255 * j / GEOMETRY.size[0]).astype(np.uint8) / 255)[inside & lit]
     err_g = np.abs(px[..., 1] - (255 * i / GEOMETRY.size[1]).astype(np.uint8) / 255)[inside & lit]
     assert np.median(err_r) < 0.02 and np.median(err_g) < 0.02
+
+
+def test_session_turns_an_unreadable_window_into_an_error(scene, tmp_path):
+    """A window_done naming a corrupt file ends the session with a clear error, keeping what was imported."""
+    from laser_blender.client import WorkerClient
+    from laser_blender.protocol import Job, WindowDone
+    from laser_blender.session import ImportSession
+
+    run_dir = write_run(tmp_path / "run", n_windows=1)
+    bad = run_dir / "aligned" / "w00001.npz"
+    bad.write_bytes(b"not an npz")
+    session = ImportSession(scene, WorkerClient(Job(input="clip.mp4", run_dir=str(run_dir))))
+    session.apply(WindowDone(index=0, frames=list(range(6)), path=str(run_dir / "aligned" / "w00000.npz")))
+    session.apply(WindowDone(index=1, frames=list(range(6, 12)), path=str(bad)))
+    assert session.state.status == "error" and str(bad) in session.state.last_error
+    assert session.run.windows == {0} and session.state.windows == [0]
