@@ -126,9 +126,10 @@ class WorkerClient:
                               "Set the engine's Python in the add-on preferences "
                               f"(or the {ENV_PYTHON} environment variable).") from None
         self._send(encode(self.job))
+        # stderr first: the stdout reader joins it before quoting the stderr tail.
         self._threads = [
-            threading.Thread(target=self._read_stdout, name="laser-worker-stdout", daemon=True),
             threading.Thread(target=self._read_stderr, name="laser-worker-stderr", daemon=True),
+            threading.Thread(target=self._read_stdout, name="laser-worker-stdout", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
@@ -212,9 +213,7 @@ class WorkerClient:
             self._events.put(message)
         self._proc.stdout.close()
         returncode = self._proc.wait()
-        for thread in self._threads:
-            if thread is not threading.current_thread():
-                thread.join()  # the stderr tail is complete before it is quoted
+        self._threads[0].join()  # the stderr reader: its tail is complete before it is quoted
         if self._terminal is None:
             self._events.put(self._unexpected_exit(returncode))
 

@@ -53,7 +53,7 @@ class Job(Message):
     run_dir: str = Field(min_length=1, description="run directory to write (or resume)")
     backbone: BackboneName = "pi3"
     weights: str | None = Field(None, description="checkpoint file or Hugging Face repo id; default per backbone")
-    synthetic_scene: str | None = Field(None, description="ground-truth folder of a synthetic scene (backbone 'synthetic')")
+    synthetic_scene: str | None = Field(None, description="synthetic scene's ground-truth folder (backbone 'synthetic')")
     window: int = Field(30, ge=2)
     overlap: int = Field(10, ge=1, description="frames shared by consecutive windows")
     stride: int = Field(1, ge=1)

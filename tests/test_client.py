@@ -19,6 +19,8 @@ from laser_blender.client import (
 from laser_blender.protocol import ErrorEvent, Finished, Job, Progress, WarningEvent
 
 REPO = Path(__file__).resolve().parents[1]
+# A crash in the client's reader threads must fail the test, not just warn.
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 
 
 def drain(client: WorkerClient, timeout: float = 60.0) -> list:

@@ -27,6 +27,8 @@ from laser_blender.protocol import (
 from laser_blender.worker import EXIT_CANCELLED, EXIT_ERROR, EXIT_INVALID_JOB, EXIT_OK
 
 WORKER = [sys.executable, "-m", "laser_blender.worker"]
+# A crash in the client's reader threads must fail the test, not just warn.
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 SHORT, LONG = 20, 400  # frames: a run of a few windows; a run long enough to interrupt
 
 
@@ -140,6 +142,21 @@ def test_client_runs_the_worker_with_the_job_on_stdin(clips, tmp_path):
     assert_events_in_order(events, SHORT)
     assert isinstance(events[-1], Finished)
     assert_complete_run(tmp_path / "run", SHORT)
+
+
+def test_build_pipeline_maps_the_job_onto_the_engine(clips, tmp_path):
+    from laser_blender.job import build_pipeline
+
+    job = make_job(clips, SHORT, tmp_path / "run", stride=2, start=3, max_frames=5, conf_keep=0.3,
+                   layer_align=False, focal_mm=35.0, sensor_width_mm=36.0)
+    source, backbone, config, info = build_pipeline(job)
+    assert [i for i, _ in source.frames()] == [3, 5, 7, 9, 11]
+    assert backbone.name == "synthetic"
+    assert (config.window, config.overlap, config.conf_keep, config.layer_align) == (6, 2, 0.3, False)
+    assert config.focal_px == pytest.approx(35.0 / 36.0 * 64)
+    assert info == {"job": job.model_dump(mode="json")}
+    in_pixels = job.model_copy(update={"focal_mm": None, "sensor_width_mm": None, "focal_px": 50.0})
+    assert build_pipeline(in_pixels)[2].focal_px == 50.0
 
 
 # --------------------------------------------------------------------------- cancel and resume
