@@ -31,6 +31,7 @@ module's numpy helpers without Blender.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,7 @@ COLOR = "Color"
 # Frames assumed when a run does not (yet) say how long the footage is: the budget
 # is then spread as if the shot had this many frames, and never exceeded.
 FALLBACK_FRAME_COUNT = 1000
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".exr"})
 
 
 @dataclass
@@ -158,6 +160,21 @@ def unproject(win: AlignedWindow, m: np.ndarray, i: np.ndarray, j: np.ndarray) -
     cam = (pix @ K_inv.T) * z[:, None]
     poses = np.asarray(win.poses, np.float64)[m]
     return np.einsum("nab,nb->na", poses[:, :3, :3], cam) + poses[:, :3, 3]
+
+
+def footage_clip_file(footage: str | None) -> Path | None:
+    """The file Blender opens as the footage's MovieClip: a video itself, or an image
+    folder's first image (Blender then reads the numbered sequence); None if absent."""
+    if not footage:
+        return None
+    path = Path(footage).resolve()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        images = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+        return min(images, key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)],
+                   default=None)
+    return None
 
 
 # --------------------------------------------------------------------------- run facts
@@ -327,10 +344,10 @@ class RunScene:
         scene.render.resolution_x, scene.render.resolution_y = W, H
         scene.render.resolution_percentage = 100
         scene.camera = cam
-        footage = opts.footage or info.footage
+        clip_file = footage_clip_file(opts.footage or info.footage)
         clip = None
-        if footage and Path(footage).is_file():
-            clip = bpy.data.movieclips.load(str(Path(footage).resolve()), check_existing=True)
+        if clip_file is not None:
+            clip = bpy.data.movieclips.load(str(clip_file), check_existing=True)
             clip.frame_start = FRAME_START
             scene.active_clip = clip
             bg = cam.data.background_images.new()

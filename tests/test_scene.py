@@ -241,3 +241,14 @@ def test_session_turns_an_unreadable_window_into_an_error(scene, tmp_path):
     session.apply(WindowDone(index=1, frames=list(range(6, 12)), path=str(bad)))
     assert session.state.status == "error" and str(bad) in session.state.last_error
     assert session.run.windows == {0} and session.state.windows == [0]
+
+
+def test_image_folder_footage_becomes_sequence_clip(scene, tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for f in (10, 9, 11):  # natural order: 9, 10, 11
+        cv2.imwrite(str(frames / f"shot_{f}.png"), np.full((FOOTAGE[1], FOOTAGE[0], 3), f, np.uint8))
+    run = import_run(scene, write_run(tmp_path / "run", footage=str(frames)))
+    clip = run.camera.data.background_images[0].clip
+    assert Path(clip.filepath).name == "shot_9.png" and clip.source == "SEQUENCE"
+    assert (scene.render.fps, scene.render.fps_base) == (24, 1.0)  # from the run: sequences have none
