@@ -106,3 +106,22 @@ def test_malformed_lines_from_a_worker_are_warnings_not_crashes(tmp_path):
     reasons = " | ".join(e.message for e in events if isinstance(e, WarningEvent))
     assert "not JSON" in reasons and "protocol version 2" in reasons and "unknown event type 'telemetry'" in reasons
     assert client.poll() == []
+
+
+def test_cancel_escalates_to_sigterm_when_the_worker_does_not_read_stdin(tmp_path):
+    """A stand-in worker deaf to stdin (e.g. stuck loading a model) that handles SIGTERM."""
+    cancelled = tmp_path / "cancelled.txt"
+    cancelled.write_text(json.dumps({"v": 1, "type": "cancelled", "run_dir": "r", "windows": 0, "frames": 0}) + "\n")
+    deaf_worker = tmp_path / "python"
+    deaf_worker.write_text(f"#!/bin/sh\ntrap 'cat {cancelled}; exit 130' TERM\nwhile :; do sleep 0.05; done\n")
+    deaf_worker.chmod(0o755)
+    client = WorkerClient(Job(input="a.mp4", run_dir=str(tmp_path / "run")), python=str(deaf_worker),
+                          cancel_grace_s=0.5)
+    client.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    client.cancel()
+    events = drain(client, timeout=30)
+    assert time.monotonic() - started >= 0.5
+    assert client.close() == 130
+    assert [e.type for e in events] == ["cancelled"]
