@@ -5,9 +5,11 @@ One JSON object per line, UTF-8, every object carrying the protocol version
 
 * client -> worker, on the worker's stdin: the :class:`Job` (first line), then
   optionally :class:`Cancel` (the bare word ``cancel`` is accepted too);
-* worker -> client, on the worker's stdout: the events ``started``,
-  ``window_done``, ``progress``, ``warning``, then exactly one terminal event,
-  ``finished``, ``cancelled`` or ``error``.
+* worker -> client, on the worker's stdout: ``started``, then ``window_done``
+  and ``progress`` per window, then exactly one terminal event, ``finished``,
+  ``cancelled`` or ``error``; ``warning`` may come at any point (the weights'
+  licence comes before ``started``). A resumed run's ``started`` counts the
+  windows already on disk, for which no ``window_done`` is sent.
 
 Both sides validate every line. :func:`decode` never raises: a line that is not
 JSON, speaks another version, names an unknown type or fails validation becomes
