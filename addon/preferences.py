@@ -11,7 +11,7 @@ from bpy.props import EnumProperty, StringProperty
 
 from laser_blender.client import find_engine_python, probe_engine_python
 
-from .engine_install import Installer
+from .engine_install import Installer, venv_python
 
 PACKAGE = __package__
 INSTALL_LOG: deque[str] = deque(maxlen=8)  # last lines of the running or last install
@@ -23,8 +23,11 @@ def prefs(context=None):
 
 
 def engine_python(context=None) -> str | None:
-    """The configured engine Python, else the auto-detected one."""
-    return bpy.path.abspath(prefs(context).python) if prefs(context).python else find_engine_python()
+    """The configured engine Python, else the auto-detected one, else the one Install Engine made."""
+    if prefs(context).python:
+        return bpy.path.abspath(prefs(context).python)
+    installed = venv_python(engine_venv())
+    return find_engine_python() or (str(installed) if installed.exists() else None)
 
 
 def worker_env(context=None) -> dict[str, str]:
@@ -65,7 +68,7 @@ class LASER_AddonPreferences(bpy.types.AddonPreferences):
         row.prop(self, "python")
         row.operator(LASER_OT_detect_engine.bl_idname, text="", icon="VIEWZOOM")
         if not self.python:
-            found = find_engine_python()
+            found = engine_python(context)
             layout.label(text=f"Auto-detected: {found}" if found else "No engine found: install it below",
                          icon="CHECKMARK" if found else "ERROR")
         layout.prop(self, "weights_dir")

@@ -290,8 +290,10 @@ def _ensure_material():
 class RunScene:
     """The collection holding one run's camera, footage and points in a Blender scene.
 
-    State lives in the collection's custom properties (``laser_run``,
-    ``laser_windows``, ``laser_points``), so a saved .blend can be extended later.
+    State lives in the collection's custom properties (``laser_run`` run directory,
+    ``laser_windows`` imported window indices, ``laser_points`` point count,
+    ``laser_anchor`` first camera pose, ``laser_radius`` point radius), so a saved
+    .blend can be extended later.
     """
 
     def __init__(self, scene: "bpy.types.Scene", info: RunInfo, options: SceneOptions):
