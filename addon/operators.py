@@ -53,6 +53,7 @@ class LASER_OT_reconstruct(bpy.types.Operator):
                          description="Continue the last cancelled or failed run from its last finished window")
 
     _timer = None
+    _session: ImportSession | None = None
 
     @classmethod
     def poll(cls, context):
@@ -82,7 +83,8 @@ class LASER_OT_reconstruct(bpy.types.Operator):
             return self._fail(context, str(e))
         SESSIONS[scene.name_full] = session
         if bpy.app.background:
-            return self._finish(context, session.run_to_end())
+            return self._finish(scene, session.run_to_end())
+        self._session = session
         self._timer = context.window_manager.event_timer_add(0.2, window=context.window)
         context.window_manager.modal_handler_add(self)
         return {"RUNNING_MODAL"}
@@ -90,14 +92,14 @@ class LASER_OT_reconstruct(bpy.types.Operator):
     def modal(self, context, event):
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
-        session = session_for(context.scene)
+        session = self._session  # not context.scene's: the user may switch scenes meanwhile
         session.tick()
         _tag_redraw(context)
         if session.state.running:
             return {"PASS_THROUGH"}
         context.window_manager.event_timer_remove(self._timer)
         session.close()
-        result = self._finish(context, session.state)
+        result = self._finish(session.scene, session.state)
         bpy.ops.ed.undo_push(message="LASER Reconstruct")
         return result
 
@@ -106,9 +108,9 @@ class LASER_OT_reconstruct(bpy.types.Operator):
             self.report({level}, message)
         return report
 
-    def _finish(self, context, state: SessionState):
+    def _finish(self, scene, state: SessionState):
         if state.status == "error":
-            LAST_ERROR[context.scene.name_full] = state.last_error
+            LAST_ERROR[scene.name_full] = state.last_error
             return {"CANCELLED"}
         return {"FINISHED"}
 
