@@ -38,12 +38,20 @@ class Reference:
         poses: (O, 4, 4) world camera-to-world poses.
         depth: (O, H, W) final world-scale depth.
         mask: (O, H, W) bool confident pixels.
+        sim3_depth: (O, H, W) the same frames' depth after the Sim(3) but before layer
+            alignment, or None when that is ``depth``. The next Sim(3) scale is fitted to
+            it: consecutive raw windows differ per layer by small steps, so the robust
+            scale is a consensus of the layers, while the layer-aligned depth differs
+            from a raw window by the whole accumulated per-layer correction and the
+            robust scale would follow whichever layer dominates (worse trajectories).
+            Layer alignment itself matches against ``depth``.
     """
 
     frames: np.ndarray
     poses: np.ndarray
     depth: np.ndarray
     mask: np.ndarray
+    sim3_depth: np.ndarray | None = None
 
 
 @dataclass
@@ -108,7 +116,8 @@ def overlap_scale(ref: Reference, depth: np.ndarray, mask: np.ndarray, conf: np.
         raise ValueError("the window shares too few confident pixels with the previous one")
     if idx.size > max_samples:
         idx = idx[:: idx.size // max_samples + 1]
-    return robust_log_scale(ref.depth.reshape(-1)[idx], depth[:o].reshape(-1)[idx],
+    ref_depth = ref.depth if ref.sim3_depth is None else ref.sim3_depth
+    return robust_log_scale(ref_depth.reshape(-1)[idx], depth[:o].reshape(-1)[idx],
                             conf[:o].reshape(-1)[idx].clip(min=1e-6))
 
 
@@ -160,6 +169,7 @@ def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.n
 
     if reference is None:
         scale, poses, first_new = 1.0, pred.poses.astype(np.float64), 0
+        sim3_depth = depth
     else:
         o = len(reference.frames)
         if o != overlap or not np.array_equal(reference.frames, pred.frames[:o]):
@@ -170,6 +180,7 @@ def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.n
         R, t = overlap_rigid(reference.poses, pred.poses[:o], scale, arm)
         poses = apply_sim3_to_poses(scale, R, t, pred.poses)
         depth = depth * np.float32(scale)
+        sim3_depth = depth
         if refine is not None:
             depth = refine(LayerAlignInput(ref_depth=reference.depth, ref_mask=reference.mask,
                                            depth=depth, mask=mask, conf=pred.conf, overlap=o))
@@ -184,5 +195,6 @@ def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.n
     )
     tail = slice(max(len(pred) - overlap, 0), None) if overlap > 0 else slice(len(pred), None)
     ref = Reference(frames=pred.frames[tail].astype(np.int64), poses=poses[tail],
-                    depth=depth[tail], mask=mask[tail])
+                    depth=depth[tail], mask=mask[tail],
+                    sim3_depth=None if sim3_depth is depth else sim3_depth[tail])
     return RegistrationResult(window=window, reference=ref), K
