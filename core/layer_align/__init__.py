@@ -6,7 +6,8 @@ different in every window. For each new window:
 
 1. segment every frame (and the reference frames) into depth layers in relative
    terms, on a sample grid (``segment``);
-2. link layers of consecutive frames by IoU and match reference layers to new layers
+2. link layers of consecutive frames by IoU (or coverage) of the samples where
+   depth stays the same surface, and match reference layers to new layers
    on the overlap frames by coverage (``link``);
 3. solve a robust, confidence-weighted scale per matched pair, reject outlier pairs,
    clamp to a plausible band, and carry scales forward along the links weighted by
@@ -68,7 +69,7 @@ def align_layers(inp: LayerAlignInput, params: LayerAlignParams | None = None) -
     ref = segment_layers(z_ref, p)
 
     t1 = time.perf_counter()
-    links = temporal_links(new, p.link_iou)
+    links = temporal_links(new, z_new, p.link_iou, p.link_cover, p.link_log)
     matches = overlap_matches(ref, new, o, p.match_cover)
 
     t2 = time.perf_counter()

@@ -59,14 +59,26 @@ def co_occurrence(a: np.ndarray, b: np.ndarray, n_b: int) -> tuple[np.ndarray, n
     return pairs // n_b, pairs % n_b, count.astype(np.int64)
 
 
-def temporal_links(layers: Layers, min_iou: float) -> Links:
-    """Links from each layer of frame t to the layers of frame t + 1 with IoU >= ``min_iou``.
+def temporal_links(layers: Layers, z: np.ndarray, min_iou: float, min_cover: float,
+                   max_change: float) -> Links:
+    """Links from the layers of frame t to the layers of frame t + 1.
 
-    Weight is the IoU on the sample grid.
+    Only shared samples whose log depth changes by less than ``max_change`` between the
+    two frames count (the same surface seen again), so an object entering over the
+    background, or a neighbouring layer that slides over a position, never links. With
+    those consistent shared samples, a link exists when their IoU is at least
+    ``min_iou`` or they cover at least ``min_cover`` of the frame t + 1 layer (a layer
+    that split off a larger one). The weight is that coverage of the frame t + 1 layer.
+
+    Args:
+        layers: the window's layers.
+        z: (N, h, w) log depth on the sample grid.
     """
-    src, dst, inter = co_occurrence(layers.labels[:-1], layers.labels[1:], layers.count)
+    same = np.abs(z[1:] - z[:-1]) < max_change  # NaN compares False
+    src, dst, inter = co_occurrence(np.where(same, layers.labels[:-1], -1), layers.labels[1:], layers.count)
     iou = inter / np.maximum(layers.area[src] + layers.area[dst] - inter, 1)
-    return Links(src, dst, inter, iou).select(iou >= min_iou)
+    cover = inter / np.maximum(layers.area[dst], 1)
+    return Links(src, dst, inter, cover).select((iou >= min_iou) | (cover >= min_cover))
 
 
 def overlap_matches(ref: Layers, new: Layers, overlap: int, min_cover: float) -> Links:

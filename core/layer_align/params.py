@@ -14,6 +14,9 @@ class LayerAlignParams:
     Attributes:
         stride: segmentation, linking and scale statistics run on every ``stride``-th
             pixel (block centres); labels are carried back to full resolution by block.
+        smooth_log: width (in log depth) of the edge-preserving smoothing applied to the
+            samples before segmentation; noise well below it is averaged out, steps well
+            above it are kept.
         edge_log: over-segmentation: neighbouring samples connect when their log depths
             differ by less than ``edge_log``, or when their step continues the surface on
             both sides (inverse depth straight to within ``edge_log`` relative), so a
@@ -24,7 +27,11 @@ class LayerAlignParams:
             boundary passes the same test at the looser ``merge_log``.
         merge_share: see ``merge_log``.
         min_layer: layers smaller than this share of the frame are ignored (scale 1).
-        link_iou: temporal link between layers of consecutive frames when IoU >= this.
+        link_iou: temporal link between layers of consecutive frames when the IoU of
+            their depth-consistent shared samples is at least this ...
+        link_cover: ... or when those samples cover at least this share of the later layer.
+        link_log: shared samples are depth-consistent when their log depth changes by
+            less than this from one frame to the next.
         match_cover: on an overlap frame, a previous-window layer is matched to a new
             layer when it covers at least this share of the new layer.
         min_pair_pixels: matched pairs sharing fewer samples with depth in both windows are dropped.
@@ -42,19 +49,22 @@ class LayerAlignParams:
     """
 
     stride: int = 4
+    smooth_log: float = 0.02
     edge_log: float = 0.03
     bridge: int = 5
     merge_log: float = 0.06
     merge_share: float = 0.5
     min_layer: float = 0.002
     link_iou: float = 0.3
+    link_cover: float = 0.5
+    link_log: float = 0.1
     match_cover: float = 0.2
     min_pair_pixels: int = 12
     unconfident_weight: float = 0.1
     irls_iters: int = 5
     irls_c: float = 0.05
     pair_outlier_log: float = 0.1
-    max_scale: float = 1.5
+    max_scale: float = 2.0
     temporal_weight: float = 1.0
 
     def __post_init__(self) -> None:

@@ -1,0 +1,197 @@
+"""Layer-wise scale alignment: each piece on hand-made arrays with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.layer_align import LayerAlignInput, LayerAlignParams, align_layers
+from core.layer_align.link import co_occurrence
+from core.layer_align.segment import log_depth, sample_grid, segment_layers
+from core.layer_align.solve import group_weighted_median, robust_group_mean
+
+N, O, H, W = 12, 4, 64, 96
+
+
+def boxes(frames: int = N, shift: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """True depth of a far wall (25 m) with a near box (2 m) drifting right by ``shift`` px per frame.
+
+    Returns (depth (frames, H, W) float32, box mask (frames, H, W) bool).
+    """
+    depth = np.full((frames, H, W), 25.0, np.float32)
+    box = np.zeros((frames, H, W), bool)
+    for t in range(frames):
+        box[t, 18:46, 20 + shift * t:52 + shift * t] = True
+    depth[box] = 2.0
+    return depth, box
+
+
+def make_input(truth: np.ndarray, new: np.ndarray, mask: np.ndarray | None = None,
+               conf: np.ndarray | None = None) -> LayerAlignInput:
+    ones = np.ones(new.shape, bool)
+    return LayerAlignInput(ref_depth=truth[:O], ref_mask=ones[:O], depth=new,
+                           mask=ones if mask is None else mask,
+                           conf=np.ones(new.shape, np.float32) if conf is None else conf, overlap=O)
+
+
+def test_two_layers_scaled_by_known_factors_are_recovered_exactly():
+    truth, box = boxes()
+    new = truth * np.where(box, np.float32(1.25), np.float32(0.8))
+    result = align_layers(make_input(truth, new))
+    # the overlap frames are matched directly, the later ones reached along temporal links
+    np.testing.assert_allclose(result.depth, truth, rtol=1e-5)
+    assert set(np.unique(result.layer_source)) == {1, 2}
+    np.testing.assert_allclose(np.sort(result.frame_scales(N - 1)), [0.8, 1.25], rtol=1e-5)
+
+
+def test_consistent_windows_are_left_unchanged():
+    truth, _ = boxes()
+    result = align_layers(make_input(truth, truth.copy()))
+    np.testing.assert_array_equal(result.depth, truth)
+    np.testing.assert_array_equal(result.layer_scale, 1.0)
+
+
+def test_new_layer_entering_mid_window_gets_the_window_scale():
+    truth, box = boxes()
+    new = truth * np.where(box, np.float32(1.25), np.float32(0.8))
+    ball = np.zeros_like(box)
+    ball[7:, 40:60, 70:90] = True  # appears at frame 7, after the overlap
+    truth[ball] = 6.0
+    new[ball] = 6.0 * 1.3  # distorted, but nothing tells by how much
+    result = align_layers(make_input(truth, new))
+    np.testing.assert_array_equal(result.depth[ball], new[ball])  # window (Sim(3)) scale: untouched
+    np.testing.assert_allclose(result.depth[~ball], truth[~ball], rtol=1e-5)
+    stride = LayerAlignParams().stride
+    ball_layers = np.unique(result.labels[sample_grid(ball, stride)])
+    assert ball_layers.size >= 1 and (result.layer_source[ball_layers] == 0).all()
+
+
+def test_outlier_pair_is_rejected():
+    truth, box = boxes()
+    new = truth * np.where(box, np.float32(1.25), np.float32(0.8))
+    ref = truth.copy()
+    # the previous window got a patch of the wall 60% too far: a separate reference layer
+    # covering a quarter of the new wall layer, whose pair scale is an outlier
+    patch = np.zeros_like(box)
+    patch[:O, :, 64:] = True
+    patch &= ~box
+    ref[patch] *= 1.6
+    inp = make_input(ref, new)
+    result = align_layers(inp)
+    wall = ~box
+    np.testing.assert_allclose(result.depth[wall], truth[wall], rtol=1e-5)
+    # without rejection the patch would pull the wall's scale up
+    loose = align_layers(inp, LayerAlignParams(pair_outlier_log=10.0))
+    assert np.median(loose.depth[wall] / truth[wall]) > 1.05
+
+
+def test_scales_are_clamped_to_the_band_around_the_window_scale():
+    truth, box = boxes()
+    new = truth * np.where(box, np.float32(0.25), np.float32(1.0))  # box 4x too near
+    result = align_layers(make_input(truth, new), LayerAlignParams(max_scale=2.0))
+    np.testing.assert_allclose(result.depth[box], new[box] * 2.0, rtol=1e-5)
+    np.testing.assert_allclose(result.depth[~box], truth[~box], rtol=1e-5)
+
+
+def test_confident_pixels_dominate_the_scale():
+    truth, box = boxes()
+    new = truth * np.where(box, np.float32(1.25), np.float32(0.8))
+    ref = truth.copy()
+    doubtful = np.zeros_like(box)
+    doubtful[:O, :, :40] = True  # a third of the wall: unconfident and wrong in the reference
+    doubtful &= ~box
+    ref[doubtful] *= 1.3
+    mask = np.ones_like(box)
+    mask[doubtful] = False
+    result = align_layers(LayerAlignInput(ref_depth=ref[:O], ref_mask=mask[:O], depth=new, mask=mask,
+                                          conf=np.where(mask, 1.0, 0.1).astype(np.float32), overlap=O))
+    np.testing.assert_allclose(result.depth[~box], truth[~box], rtol=1e-3)
+
+
+def test_temporal_smoothness_carries_scales_through_the_window():
+    """Overlap measurements that disagree frame to frame are blended forward, not copied."""
+    truth, box = boxes()
+    new = truth * np.where(box, np.float32(1.25), np.float32(0.8))
+    ref = truth.copy()
+    jitter = np.array([1.0, 1.04, 0.96, 1.02], np.float32)[:, None, None]
+    ref[:O] = np.where(box[:O], ref[:O] * jitter, ref[:O])
+    result = align_layers(make_input(ref, new))
+    box_scale = np.array([result.depth[t][box[t]].mean() / new[t][box[t]].mean() for t in range(N)])
+    raw = 0.8 * jitter.ravel()  # what frame-by-frame copying would give on the overlap
+    assert np.abs(np.diff(np.log(box_scale[:O]))).max() < np.abs(np.diff(np.log(raw))).max()
+    np.testing.assert_allclose(box_scale[O:], box_scale[O - 1], rtol=1e-6)  # constant after the overlap
+
+
+def test_near_and_far_layers_separate_on_a_wide_depth_range():
+    """1.5 m vs 1.8 m and 40 m vs 60 m in one frame (range 1:40): four layers.
+
+    A threshold of 10 % of the frame's depth range (5.9 m) would fuse the two near ones.
+    """
+    depth = np.empty((1, H, W), np.float32)
+    depth[:, :, :24], depth[:, :, 24:48], depth[:, :, 48:72], depth[:, :, 72:] = 1.5, 1.8, 40.0, 60.0
+    stride = LayerAlignParams().stride
+    layers = segment_layers(log_depth(sample_grid(depth, stride)), LayerAlignParams())
+    assert layers.count == 4
+    labels = layers.labels[0]
+    for cols in (slice(0, 6), slice(6, 12), slice(12, 18), slice(18, 24)):
+        assert np.unique(labels[:, cols]).size == 1
+    assert np.unique(labels[0, ::6]).size == 4
+
+
+def test_slanted_ground_plane_stays_one_layer():
+    """A ground plane from 2 m to 200 m (inverse depth linear in the row) is one layer."""
+    rows = np.arange(H, dtype=np.float32) + 0.5
+    inv = 1 / 200 + (1 / 2 - 1 / 200) * rows / H
+    depth = np.repeat((1 / inv)[None, :, None], W, axis=2).astype(np.float32)
+    rng = np.random.default_rng(0)
+    depth *= 1 + 0.01 * rng.standard_normal(depth.shape).astype(np.float32)
+    stride = LayerAlignParams().stride
+    layers = segment_layers(log_depth(sample_grid(depth, stride)), LayerAlignParams())
+    assert layers.count == 1
+    assert (layers.labels == 0).mean() > 0.98
+
+
+def test_tiny_layers_are_ignored():
+    truth, box = boxes()
+    speck = np.zeros_like(box)
+    speck[:, 4:12, 80:84] = True  # two samples; a layer needs 1% of the 16x24 samples: 4
+    truth[speck] = 4.0
+    new = truth * np.where(box, np.float32(1.25), np.float32(0.8))
+    new[speck] = 4.0 * 1.5
+    params = LayerAlignParams(min_layer=0.01, min_pair_pixels=1)
+    result = align_layers(make_input(truth, new), params)
+    np.testing.assert_array_equal(result.depth[speck], new[speck])
+    assert (result.labels[sample_grid(speck, params.stride)] == -1).all()
+    np.testing.assert_allclose(result.depth[~speck], truth[~speck], rtol=1e-5)
+
+
+def test_co_occurrence_matches_brute_force():
+    rng = np.random.default_rng(1)
+    a = rng.integers(-1, 5, size=(3, 7, 9))
+    b = rng.integers(-1, 4, size=(3, 7, 9))
+    src, dst, count = co_occurrence(a, b, 4)
+    expected = {}
+    for x, y in zip(a.ravel(), b.ravel()):
+        if x >= 0 and y >= 0:
+            expected[(x, y)] = expected.get((x, y), 0) + 1
+    assert dict(zip(zip(src.tolist(), dst.tolist()), count.tolist())) == expected
+
+
+def test_group_weighted_median_and_robust_mean():
+    values = np.array([1.0, 2.0, 3.0, 10.0, 5.0, 5.0, 7.0])
+    groups = np.array([0, 0, 0, 0, 2, 2, 2])
+    weights = np.array([1.0, 1.0, 1.0, 0.5, 1.0, 1.0, 5.0])
+    med = group_weighted_median(values, groups, weights, 3)
+    assert med[0] == 2.0 and np.isnan(med[1]) and med[2] == 7.0
+    # a gross outlier barely moves the Cauchy IRLS mean away from the inliers' mean
+    vals = np.r_[np.full(20, 0.1), 3.0]
+    mu = robust_group_mean(vals, np.zeros(21, np.int64), np.ones(21), 1, c=0.05, iterations=5)
+    assert abs(mu[0] - 0.1) < 1e-3
+
+
+def test_rejects_inconsistent_shapes():
+    truth, _ = boxes()
+    inp = make_input(truth, truth.copy())
+    inp.ref_depth = truth[: O - 1]
+    with pytest.raises(ValueError, match="ref_depth"):
+        align_layers(inp)
