@@ -195,3 +195,25 @@ def test_rejects_inconsistent_shapes():
     inp.ref_depth = truth[: O - 1]
     with pytest.raises(ValueError, match="ref_depth"):
         align_layers(inp)
+
+
+def test_streaming_engine_with_lsa_meets_the_accuracy_targets(tmp_path):
+    """Synthetic stream, 10 windows, first window free of layer distortion: the same
+    predictions registered with and without LSA (issue 3's targets, one seed)."""
+    from core.engine import EngineConfig, align, reconstruct
+    from core.synthetic import Scene, SceneConfig, SyntheticBackbone, SyntheticNoise, SyntheticSource, render_clip
+    from laser_blender.evaluate import evaluate_run
+
+    config = SceneConfig(width=256, height=192, num_frames=30 + 9 * 20)
+    scene = Scene(config)
+    _, gt_dir = render_clip(tmp_path / "clip", config)
+    backbone = SyntheticBackbone(scene, SyntheticNoise(seed=0, first_window_clean=True), (256, 192))
+    assert reconstruct(SyntheticSource(scene), backbone, tmp_path / "lsa", EngineConfig()) == "complete"
+    assert align(tmp_path / "lsa" / "predictions", tmp_path / "sim3", EngineConfig(layer_align=False)) == "complete"
+    lsa, sim3 = evaluate_run(tmp_path / "lsa", gt_dir), evaluate_run(tmp_path / "sim3", gt_dir)
+
+    assert lsa["frames"]["matched"] == sim3["frames"]["matched"] == 210
+    assert lsa["layer_log_ratio_std_mean"] <= 0.5 * sim3["layer_log_ratio_std_mean"]
+    assert lsa["depth"]["abs_rel"] <= 0.6 * sim3["depth"]["abs_rel"]
+    assert lsa["pointcloud"]["chamfer"] <= 0.7 * sim3["pointcloud"]["chamfer"]
+    assert lsa["ate"]["rmse"] <= 1.05 * sim3["ate"]["rmse"]

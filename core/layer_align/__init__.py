@@ -81,7 +81,7 @@ def align_layers(inp: LayerAlignInput, params: LayerAlignParams | None = None) -
                         p.irls_c, p.irls_iters, p.min_pair_pixels)
     max_log = float(np.log(p.max_scale))
     direct, direct_weight, _ = combine_pairs(pairs, new.count, p.pair_outlier_log, max_log)
-    log_scale, source = propagate(new, links, direct, direct_weight, p.temporal_weight)
+    log_scale, source = propagate(new, links, z_new, direct, direct_weight, p.temporal_weight, p.link_log)
     layer_scale = np.exp(log_scale).astype(np.float32)
 
     t3 = time.perf_counter()

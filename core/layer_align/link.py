@@ -67,8 +67,8 @@ def temporal_links(layers: Layers, z: np.ndarray, min_iou: float, min_cover: flo
     two frames count (the same surface seen again), so an object entering over the
     background, or a neighbouring layer that slides over a position, never links. With
     those consistent shared samples, a link exists when their IoU is at least
-    ``min_iou`` or they cover at least ``min_cover`` of the frame t + 1 layer (a layer
-    that split off a larger one). The weight is that coverage of the frame t + 1 layer.
+    ``min_iou``, or when they cover at least ``min_cover`` of the smaller of the two
+    layers (one layer split off, or merged into, a larger one). The weight is the IoU.
 
     Args:
         layers: the window's layers.
@@ -77,8 +77,8 @@ def temporal_links(layers: Layers, z: np.ndarray, min_iou: float, min_cover: flo
     same = np.abs(z[1:] - z[:-1]) < max_change  # NaN compares False
     src, dst, inter = co_occurrence(np.where(same, layers.labels[:-1], -1), layers.labels[1:], layers.count)
     iou = inter / np.maximum(layers.area[src] + layers.area[dst] - inter, 1)
-    cover = inter / np.maximum(layers.area[dst], 1)
-    return Links(src, dst, inter, cover).select((iou >= min_iou) | (cover >= min_cover))
+    cover = inter / np.maximum(np.minimum(layers.area[src], layers.area[dst]), 1)
+    return Links(src, dst, inter, iou).select((iou >= min_iou) | (cover >= min_cover))
 
 
 def overlap_matches(ref: Layers, new: Layers, overlap: int, min_cover: float) -> Links:

@@ -29,7 +29,7 @@ class LayerAlignParams:
         min_layer: layers smaller than this share of the frame are ignored (scale 1).
         link_iou: temporal link between layers of consecutive frames when the IoU of
             their depth-consistent shared samples is at least this ...
-        link_cover: ... or when those samples cover at least this share of the later layer.
+        link_cover: ... or when those samples cover at least this share of the smaller layer.
         link_log: shared samples are depth-consistent when their log depth changes by
             less than this from one frame to the next.
         match_cover: on an overlap frame, a previous-window layer is matched to a new
@@ -45,7 +45,8 @@ class LayerAlignParams:
         max_scale: layer scales are clamped to [1 / max_scale, max_scale] around the
             window's Sim(3) scale.
         temporal_weight: weight of the scale carried from the previous frame relative
-            to a direct overlap measurement (per unit of link strength); larger is smoother.
+            to a direct overlap measurement (times the share of the layer's samples that
+            carry one); larger is smoother.
     """
 
     stride: int = 4

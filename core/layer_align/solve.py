@@ -149,38 +149,64 @@ def combine_pairs(pairs: PairScales, n_new: int, outlier_log: float,
     return log_scale, den, accepted
 
 
-def propagate(layers: Layers, links: Links, direct: np.ndarray, direct_weight: np.ndarray,
-              temporal_weight: float) -> tuple[np.ndarray, np.ndarray]:
+def propagate(layers: Layers, links: Links, z: np.ndarray, direct: np.ndarray, direct_weight: np.ndarray,
+              temporal_weight: float, max_change: float) -> tuple[np.ndarray, np.ndarray]:
     """Carry layer scales forward through the window along the temporal links.
 
-    Frame by frame, a layer's log scale is the weighted mean of its direct measurement
-    (weight ``direct_weight``) and the log scales of its linked layers in the previous
-    frame that have one (weight ``temporal_weight`` times the link IoU). Layers with
-    neither keep log scale 0 (the window's Sim(3) scale).
+    Every sample remembers the log scale it was given. Frame by frame, a sample
+    inherits the previous frame's memory at its position when the depth there is the
+    same surface (log depth changes by less than ``max_change``) and its previous and
+    current layers are linked. A layer's propagated log scale is the median of what
+    its samples inherited (so each linked layer counts by the samples it hands over,
+    its link strength); on the overlap frames it is blended with the direct
+    measurement: ``(w_d * direct + temporal_weight * s * propagated) / (w_d + temporal_weight * s)``
+    with ``w_d`` the direct weight and ``s`` the share of the layer's samples that
+    inherited. Layers with neither keep log scale 0 (the window's Sim(3) scale).
 
+    Samples keep their own inherited value in memory (not the layer's), so a layer
+    that merges with another for a few frames (their depths meet) gets its own
+    scale back when they part.
+
+    Args:
+        layers: the window's layers; links: its temporal links (gate the inheritance).
+        z: (N, h, w) log depth on the sample grid.
+        direct, direct_weight: (L,) direct log scale and its weight (0: none).
     Returns:
         (log_scale, source): (L,) float64 and (L,) int8 (0 none, 1 direct measurement,
         2 propagated only).
     """
     n_layers = layers.count
     log_scale = np.zeros(n_layers)
-    known = np.zeros(n_layers, bool)
     source = np.where(direct_weight > 0, 1, 0).astype(np.int8)
-    order = np.argsort(layers.frame[links.dst], kind="stable")
-    src, dst, iou = links.src[order], links.dst[order], links.weight[order]
-    link_frame = layers.frame[dst]
-    bounds = np.searchsorted(link_frame, np.arange(len(layers.offsets)))
+    link_keys = np.sort(links.src * n_layers + links.dst)
+    memory = np.full(layers.labels.shape[1:], np.nan)
     for t in range(len(layers.offsets) - 1):
-        lo, hi = layers.offsets[t], layers.offsets[t + 1]
-        e = slice(bounds[t], bounds[t + 1])
-        parent_known = known[src[e]]
-        w = temporal_weight * iou[e] * parent_known
-        local = dst[e] - lo
-        den = np.bincount(local, weights=w, minlength=hi - lo) + direct_weight[lo:hi]
-        num = np.bincount(local, weights=w * log_scale[src[e]], minlength=hi - lo) \
-            + direct_weight[lo:hi] * direct[lo:hi]
-        has = den > 0
-        log_scale[lo:hi] = np.divide(num, den, out=np.zeros(hi - lo), where=has)
-        known[lo:hi] = has
-        source[lo:hi][(source[lo:hi] == 0) & has] = 2
+        lo, hi = int(layers.offsets[t]), int(layers.offsets[t + 1])
+        lab = layers.labels[t]
+        prop = np.full(hi - lo, np.nan)
+        share = np.zeros(hi - lo)
+        inherited = np.zeros(lab.shape, bool)
+        if t > 0 and link_keys.size:
+            prev = layers.labels[t - 1]
+            cand = (lab >= 0) & (prev >= 0) & np.isfinite(memory) & (np.abs(z[t] - z[t - 1]) < max_change)
+            key = prev[cand].astype(np.int64) * n_layers + lab[cand]
+            pos = np.minimum(np.searchsorted(link_keys, key), link_keys.size - 1)
+            inherited[cand] = link_keys[pos] == key
+            groups = lab[inherited] - lo
+            prop = group_weighted_median(memory[inherited], groups, np.ones(groups.size), hi - lo)
+            share = np.bincount(groups, minlength=hi - lo) / np.maximum(layers.area[lo:hi], 1)
+        w_prop = np.where(np.isfinite(prop), temporal_weight * share, 0.0)
+        den = direct_weight[lo:hi] + w_prop
+        num = direct_weight[lo:hi] * direct[lo:hi] + w_prop * np.nan_to_num(prop)
+        known = den > 0
+        log_scale[lo:hi] = np.divide(num, den, out=np.zeros(hi - lo), where=known)
+        source[lo:hi][(source[lo:hi] == 0) & known] = 2
+
+        keep_own = inherited & (direct_weight[np.maximum(lab, 0)] == 0)
+        next_memory = np.full(lab.shape, np.nan)
+        has = lab >= 0
+        has[has] = known[lab[has] - lo]
+        next_memory[has] = log_scale[lab[has]]
+        next_memory[keep_own] = memory[keep_own]
+        memory = next_memory
     return log_scale, source
