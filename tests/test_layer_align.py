@@ -80,8 +80,10 @@ def test_outlier_pair_is_rejected():
     result = align_layers(inp)
     wall = ~box
     np.testing.assert_allclose(result.depth[wall], truth[wall], rtol=1e-5)
+    assert result.pairs_rejected >= 1
     # without rejection the patch would pull the wall's scale up
     loose = align_layers(inp, LayerAlignParams(pair_outlier_log=10.0))
+    assert loose.pairs_rejected == 0
     assert np.median(loose.depth[wall] / truth[wall]) > 1.05
 
 
@@ -98,14 +100,19 @@ def test_confident_pixels_dominate_the_scale():
     new = truth * np.where(box, np.float32(1.25), np.float32(0.8))
     ref = truth.copy()
     doubtful = np.zeros_like(box)
-    doubtful[:O, :, :40] = True  # a third of the wall: unconfident and wrong in the reference
+    doubtful[:O, :, :60] = True  # most of the wall: unconfident and wrong in the reference
     doubtful &= ~box
     ref[doubtful] *= 1.3
     mask = np.ones_like(box)
     mask[doubtful] = False
-    result = align_layers(LayerAlignInput(ref_depth=ref[:O], ref_mask=mask[:O], depth=new, mask=mask,
-                                          conf=np.where(mask, 1.0, 0.1).astype(np.float32), overlap=O))
+    conf = np.where(mask, 1.0, 0.1).astype(np.float32)
+    inp = LayerAlignInput(ref_depth=ref[:O], ref_mask=mask[:O], depth=new, mask=mask, conf=conf, overlap=O)
+    result = align_layers(inp)
     np.testing.assert_allclose(result.depth[~box], truth[~box], rtol=1e-3)
+    # unweighted, the robust fit follows the (wrong) majority
+    inp.conf, inp.mask, inp.ref_mask = np.ones_like(conf), np.ones_like(mask), np.ones_like(mask[:O])
+    unweighted = align_layers(inp)
+    assert np.median(unweighted.depth[~box] / truth[~box]) > 1.2
 
 
 def test_temporal_smoothness_carries_scales_through_the_window():
@@ -217,3 +224,14 @@ def test_streaming_engine_with_lsa_meets_the_accuracy_targets(tmp_path):
     assert lsa["depth"]["abs_rel"] <= 0.6 * sim3["depth"]["abs_rel"]
     assert lsa["pointcloud"]["chamfer"] <= 0.7 * sim3["pointcloud"]["chamfer"]
     assert lsa["ate"]["rmse"] <= 1.05 * sim3["ate"]["rmse"]
+
+
+def test_degenerate_inputs_leave_depth_unchanged():
+    truth, box = boxes()
+    new = truth * np.where(box, np.float32(1.25), np.float32(0.8))
+    new[:, :8] = 0.0  # missing depth
+    nothing = np.zeros(new.shape, bool)
+    result = align_layers(LayerAlignInput(ref_depth=np.zeros_like(truth[:O]), ref_mask=nothing[:O], depth=new,
+                                          mask=nothing, conf=np.zeros(new.shape, np.float32), overlap=O))
+    np.testing.assert_array_equal(result.depth, new)
+    assert (result.layer_source == 0).all()

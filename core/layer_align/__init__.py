@@ -80,7 +80,7 @@ def align_layers(inp: LayerAlignInput, params: LayerAlignParams | None = None) -
     pairs = pair_scales(matches, ref.labels, new.labels[:o], log_ratio, weight, new.count,
                         p.irls_c, p.irls_iters, p.min_pair_pixels)
     max_log = float(np.log(p.max_scale))
-    direct, direct_weight, _ = combine_pairs(pairs, new.count, p.pair_outlier_log, max_log)
+    direct, direct_weight, accepted = combine_pairs(pairs, new.count, p.pair_outlier_log, max_log)
     log_scale, source = propagate(new, links, z_new, direct, direct_weight, p.temporal_weight, p.link_log)
     layer_scale = np.exp(log_scale).astype(np.float32)
 
@@ -90,5 +90,6 @@ def align_layers(inp: LayerAlignInput, params: LayerAlignParams | None = None) -
 
     return LayerAlignResult(
         depth=depth, labels=new.labels, layer_frame=new.frame, layer_scale=layer_scale, layer_source=source,
+        pairs_solved=int(accepted.size), pairs_rejected=int((~accepted).sum()),
         timings={"segment": t1 - t0, "match": t2 - t1, "solve": t3 - t2, "apply": t4 - t3},
     )

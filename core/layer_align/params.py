@@ -21,8 +21,8 @@ class LayerAlignParams:
             differ by less than ``edge_log``, or when their step continues the surface on
             both sides (inverse depth straight to within ``edge_log`` relative), so a
             slanted plane such as the ground at a grazing angle stays connected.
-        bridge: over-segmentation links only count where this many parallel links
-            hold side by side, so regions do not leak through narrow contacts.
+        bridge: over-segmentation links only count where this many (odd) parallel
+            links hold side by side, so regions do not leak through narrow contacts.
         merge_log: adjacent regions merge when at least ``merge_share`` of their common
             boundary passes the same test at the looser ``merge_log``.
         merge_share: see ``merge_log``.
@@ -73,6 +73,8 @@ class LayerAlignParams:
             raise ValueError(f"stride must be >= 1, got {self.stride}")
         if not 0 < self.edge_log <= self.merge_log:
             raise ValueError(f"need 0 < edge_log <= merge_log, got {self.edge_log}, {self.merge_log}")
+        if self.bridge < 1 or self.bridge % 2 == 0:
+            raise ValueError(f"bridge must be a positive odd number, got {self.bridge}")
         if self.max_scale <= 1:
             raise ValueError(f"max_scale must be > 1, got {self.max_scale}")
 
@@ -89,6 +91,8 @@ class LayerAlignResult:
         layer_scale: (L,) float32 scale applied to each layer (1 = the window's Sim(3) scale).
         layer_source: (L,) int8 where a layer's scale came from: 0 none, 1 overlap match,
             2 propagated from the previous frame only.
+        pairs_solved: matched (reference layer, new layer) pairs with a robust scale.
+        pairs_rejected: of those, pairs rejected as outliers.
         timings: seconds spent in "segment", "match", "solve", "apply".
     """
 
@@ -97,6 +101,8 @@ class LayerAlignResult:
     layer_frame: np.ndarray
     layer_scale: np.ndarray
     layer_source: np.ndarray
+    pairs_solved: int = 0
+    pairs_rejected: int = 0
     timings: dict[str, float] = field(default_factory=dict)
 
     def frame_scales(self, frame: int) -> np.ndarray:

@@ -1,9 +1,9 @@
 """Depth layers of each frame, found in relative terms on a reduced sample grid.
 
 A layer is a connected region of coherent depth. Depth is compared as log depth
-(after edge-preserving smoothing of the samples), so
-a 5 % step separates two layers at 1 m exactly as at 50 m: near and far layers come
-apart whatever the scene's depth range.
+(after edge-preserving smoothing of the samples), so a 5 % step separates two layers
+at 1 m exactly as at 50 m: near and far layers come apart whatever the scene's depth
+range.
 
 Two passes of 4-connected components (OpenCV) over a lattice image whose node pixels
 are the samples and whose in-between pixels say whether two neighbours connect:
@@ -208,7 +208,7 @@ def segment_layers(z: np.ndarray, params: LayerAlignParams) -> Layers:
 
     Args:
         z: (N, h, w) float32 log depth on the sample grid, NaN where missing.
-        params: thresholds (``edge_log``, ``merge_log``, ``merge_share``, ``min_layer``).
+        params: ``smooth_log``, ``edge_log``, ``bridge``, ``merge_log``, ``merge_share``, ``min_layer``.
     Returns:
         the layers, ids global over the stack and ordered by frame.
     """

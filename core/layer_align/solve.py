@@ -88,12 +88,14 @@ class PairScales:
     Attributes:
         links: the matched pairs (``src`` reference layer, ``dst`` new layer, ``weight`` coverage).
         log_scale: (E,) log of the factor taking the new layer's depth onto the reference.
-        support: (E,) confident sample pixels the pair shares.
+        support: (E,) samples the pair shares (with depth in both windows).
+        confidence: (E,) mean fitting weight of those samples, in [0, 1].
     """
 
     links: Links
     log_scale: np.ndarray
     support: np.ndarray
+    confidence: np.ndarray
 
 
 def pair_scales(matches: Links, ref_labels: np.ndarray, new_labels: np.ndarray, log_ratio: np.ndarray,
@@ -111,7 +113,7 @@ def pair_scales(matches: Links, ref_labels: np.ndarray, new_labels: np.ndarray, 
     """
     n = matches.src.size
     if n == 0:
-        return PairScales(matches, np.zeros(0), np.zeros(0, np.int64))
+        return PairScales(matches, np.zeros(0), np.zeros(0, np.int64), np.zeros(0))
     use = (ref_labels >= 0) & (new_labels >= 0) & (weight > 0) & np.isfinite(log_ratio)
     key = ref_labels[use].astype(np.int64) * n_new + new_labels[use]
     pair_key = matches.src * n_new + matches.dst
@@ -122,24 +124,27 @@ def pair_scales(matches: Links, ref_labels: np.ndarray, new_labels: np.ndarray, 
     values = log_ratio[use][hit].astype(np.float64)
     w = weight[use][hit].astype(np.float64)
     support = np.bincount(group, minlength=n)
+    confidence = np.bincount(group, weights=w, minlength=n) / np.maximum(support, 1)
     log_scale = robust_group_mean(values, group, w, n, c, iterations)
     keep = (support >= min_pixels) & np.isfinite(log_scale)
-    return PairScales(matches.select(keep), log_scale[keep], support[keep])
+    return PairScales(matches.select(keep), log_scale[keep], support[keep], confidence[keep])
 
 
 def combine_pairs(pairs: PairScales, n_new: int, outlier_log: float,
                   max_log: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One direct log scale per new layer from the pairs feeding it.
 
-    Pairs further than ``outlier_log`` from the coverage-weighted median of their layer
-    are rejected; the rest are averaged with their coverage as weight; the result is
-    clamped to ``[-max_log, max_log]``.
+    A pair's weight is its coverage of the layer times the mean confidence weight of the
+    samples it was solved on. Pairs further than ``outlier_log`` from the weighted median
+    of their layer are rejected; the rest are averaged with their weights; the result
+    is clamped to ``[-max_log, max_log]``.
 
     Returns:
         (log_scale, weight, accepted): (n_new,) direct log scale (0 where none), (n_new,)
-        total coverage of the accepted pairs (0 where none), (E,) bool accepted pairs.
+        total weight of the accepted pairs (0 where none), (E,) bool accepted pairs.
     """
-    dst, cover, s = pairs.links.dst, pairs.links.weight, pairs.log_scale
+    dst, s = pairs.links.dst, pairs.log_scale
+    cover = pairs.links.weight * pairs.confidence
     med = group_weighted_median(s, dst, cover, n_new)
     accepted = np.abs(s - med[dst]) <= outlier_log
     w = np.where(accepted, cover, 0.0)
