@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core.layer_align import LayerAlignInput, LayerAlignParams, align_layers
-from core.layer_align.link import co_occurrence
+from core.layer_align.link import co_occurrence, temporal_links
 from core.layer_align.segment import log_depth, sample_grid, segment_layers
 from core.layer_align.solve import group_weighted_median, robust_group_mean
 
@@ -170,6 +170,25 @@ def test_tiny_layers_are_ignored():
     np.testing.assert_array_equal(result.depth[speck], new[speck])
     assert (result.labels[sample_grid(speck, params.stride)] == -1).all()
     np.testing.assert_allclose(result.depth[~speck], truth[~speck], rtol=1e-5)
+
+
+def test_temporal_links_follow_surfaces_not_positions():
+    """A wall that splits in two links to both parts; an object entering over it links to nothing."""
+    depth = np.full((3, 32, 48), 20.0, np.float32)
+    depth[1:, :, 22:26] = 5.0  # frame 1: a pole splits the wall into left and right
+    depth[2, 8:20, 34:44] = 3.0  # frame 2: a box appears over the right part
+    params = LayerAlignParams(stride=1, min_layer=0.01)
+    z = log_depth(depth)
+    layers = segment_layers(z, params)
+    links = temporal_links(layers, z, params.link_iou, params.link_cover, params.link_log)
+    pairs = set(zip(links.src.tolist(), links.dst.tolist()))
+    wall0 = layers.labels[0, 0, 0]
+    left1, right1, pole1 = layers.labels[1, 0, 0], layers.labels[1, 0, 47], layers.labels[1, 0, 23]
+    box2 = layers.labels[2, 10, 40]
+    assert len({left1, right1, pole1}) == 3
+    assert (wall0, left1) in pairs and (wall0, right1) in pairs and (wall0, pole1) not in pairs
+    assert not any(dst == box2 for _, dst in pairs)
+    assert (pole1, layers.labels[2, 0, 23]) in pairs
 
 
 def test_co_occurrence_matches_brute_force():
