@@ -26,7 +26,7 @@ from core.registration import DepthRefiner, Reference, register_window
 from core.rundir import (
     RunDirError, RunWriter, iter_aligned, iter_predictions, read_predictions_meta, rewrite_trajectory,
 )
-from core.types import AlignedWindow, LayerAlignInput, WindowPrediction
+from core.types import AlignedWindow, LayerAlignInput
 
 log = logging.getLogger(__name__)
 

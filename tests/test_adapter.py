@@ -3,15 +3,12 @@ checkpoints written here through the same path as the CLI's ``--weights FILE``."
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from core.backbones import build
 from core.backbones.adapter import (
     NetworkBackbone,
     load_backbone,
@@ -21,15 +18,8 @@ from core.backbones.adapter import (
     vggt_input_geometry,
 )
 from core.backbones.base import Backbone
-from core.backbones.weights import save_checkpoint
 from core.types import WindowPrediction
-
-
-def write_tiny_checkpoint(fixtures_dir: Path, network: str, path: Path) -> Path:
-    config = json.loads((fixtures_dir / f"{network}_tiny_config.json").read_text())
-    model = build(network, config)
-    model.load_state_dict(load_file(fixtures_dir / f"{network}_tiny_state_dict.safetensors"), strict=True)
-    return save_checkpoint(model, path, config)
+from tiny_models import write_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

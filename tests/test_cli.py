@@ -91,7 +91,7 @@ def test_invalid_settings_are_rejected(tmp_path, clip):
 
 def test_align_accepts_foreign_predictions_and_rejects_malformed_ones(tmp_path):
     """A predictions/ directory written by another tool (plain numpy) registers; broken ones fail clearly."""
-    from core.geometry import intrinsics, unproject
+    from core.geometry import unproject
     from core.synthetic import Scene
 
     scene = Scene(SceneConfig(width=64, height=48))

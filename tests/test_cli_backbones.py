@@ -11,12 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors.torch import load_file
 
-from core.backbones import build
-from core.backbones.weights import save_checkpoint
 from core.rundir import iter_aligned, list_windows, read_run, read_tum
 from core.synthetic import SceneConfig, render_clip
+from tiny_models import write_tiny_checkpoint
 
 CLI = str(Path(sys.executable).with_name("laser-blender"))
 
@@ -28,10 +26,7 @@ def clip(tmp_path_factory):
 
 @pytest.mark.parametrize("network", ["pi3", "vggt"])
 def test_reconstruct_with_tiny_checkpoint(network, clip, fixtures_dir, tmp_path):
-    config = json.loads((fixtures_dir / f"{network}_tiny_config.json").read_text())
-    model = build(network, config)
-    model.load_state_dict(load_file(fixtures_dir / f"{network}_tiny_state_dict.safetensors"), strict=True)
-    weights = save_checkpoint(model, tmp_path / f"{network}.safetensors", config)
+    weights = write_tiny_checkpoint(fixtures_dir, network, tmp_path / f"{network}.safetensors")
     run_dir = tmp_path / "run"
     r = subprocess.run([CLI, "reconstruct", str(clip), "-o", str(run_dir), "--backbone", network,
                         "--weights", str(weights), "--device", "cpu", "--window", "6", "--overlap", "2",

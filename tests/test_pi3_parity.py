@@ -12,32 +12,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from core.backbones import build
+from tiny_models import assert_close, tiny_reference
 from core.backbones.pi3 import Pi3, Pi3Config, rotation_from_9d
 
 CASES = ("case0", "case1")
 
 
-def assert_close(name: str, ours: torch.Tensor, ref: torch.Tensor, atol: float, rtol: float) -> None:
-    assert ours.shape == ref.shape, f"{name}: shape {tuple(ours.shape)} != {tuple(ref.shape)}"
-    excess = (ours.double() - ref.double()).abs() - (atol + rtol * ref.double().abs())
-    worst = excess.max().item()
-    assert worst <= 0, f"{name}: exceeds |d| <= {atol} + {rtol}|ref| by {worst:.3g}"
-
-
 @pytest.fixture(scope="module")
 def tiny(fixtures_dir: Path) -> dict:
-    config = json.loads((fixtures_dir / "pi3_tiny_config.json").read_text())
-    model = build("pi3", config).eval()
-    model.load_state_dict(load_file(fixtures_dir / "pi3_tiny_state_dict.safetensors"), strict=True)
-    return {
-        "model": model,
-        "inputs": load_file(fixtures_dir / "pi3_tiny_inputs.safetensors"),
-        "fp32": load_file(fixtures_dir / "pi3_tiny_outputs_fp32.safetensors"),
-        "fp64": load_file(fixtures_dir / "pi3_tiny_outputs_fp64.safetensors"),
-    }
+    return tiny_reference(fixtures_dir, "pi3")
 
 
 def run_with_intermediates(model: Pi3, images: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from core.backbones import build
+from tiny_models import assert_close, tiny_reference
 from core.backbones.vggt import (
     VGGT,
     VGGTConfig,
@@ -31,24 +31,9 @@ TRACK_TOL = {"track": 1e-2, "vis": 2e-3, "conf": 2e-3}
 FP64_LOOSE = {"derived.world_points_from_depth": 1e-6, "track": 1e-5, "vis": 1e-5, "conf": 1e-5}
 
 
-def assert_close(name: str, ours: torch.Tensor, ref: torch.Tensor, atol: float, rtol: float = 0.0) -> None:
-    assert ours.shape == ref.shape, f"{name}: shape {tuple(ours.shape)} != {tuple(ref.shape)}"
-    excess = (ours.double() - ref.double()).abs() - (atol + rtol * ref.double().abs())
-    worst = excess.max().item()
-    assert worst <= 0, f"{name}: exceeds |d| <= {atol} + {rtol}|ref| by {worst:.3g}"
-
-
 @pytest.fixture(scope="module")
 def tiny(fixtures_dir: Path) -> dict:
-    config = json.loads((fixtures_dir / "vggt_tiny_config.json").read_text())
-    model = build("vggt", config).eval()
-    model.load_state_dict(load_file(fixtures_dir / "vggt_tiny_state_dict.safetensors"), strict=True)
-    return {
-        "model": model,
-        "inputs": load_file(fixtures_dir / "vggt_tiny_inputs.safetensors"),
-        "fp32": load_file(fixtures_dir / "vggt_tiny_outputs_fp32.safetensors"),
-        "fp64": load_file(fixtures_dir / "vggt_tiny_outputs_fp64.safetensors"),
-    }
+    return tiny_reference(fixtures_dir, "vggt")
 
 
 def run_with_intermediates(model: VGGT, images: torch.Tensor, query_points: torch.Tensor) -> dict[str, torch.Tensor]:
