@@ -254,3 +254,12 @@ def test_degenerate_inputs_leave_depth_unchanged():
                                           mask=nothing, conf=np.zeros(new.shape, np.float32), overlap=O))
     np.testing.assert_array_equal(result.depth, new)
     assert (result.layer_source == 0).all()
+    no_overlap = align_layers(LayerAlignInput(ref_depth=truth[:0], ref_mask=nothing[:0], depth=new, mask=~nothing,
+                                              conf=np.ones(new.shape, np.float32), overlap=0))
+    np.testing.assert_array_equal(no_overlap.depth, new)
+    single = align_layers(LayerAlignInput(
+        ref_depth=truth[:1], ref_mask=~nothing[:1], depth=new[:1], mask=~nothing[:1],
+        conf=np.ones((1, H, W), np.float32), overlap=1))
+    assert single.depth.shape == (1, H, W)
+    empty = align_layers(make_input(truth, np.zeros_like(new)))  # no depth at all: no layers
+    assert empty.layer_scale.size == 0 and not empty.depth.any()

@@ -213,6 +213,9 @@ def segment_layers(z: np.ndarray, params: LayerAlignParams) -> Layers:
         the layers, ids global over the stack and ordered by frame.
     """
     n, h, w = z.shape
+    if n == 0:
+        return Layers(labels=np.full(z.shape, -1, np.int32), frame=np.zeros(0, np.int32),
+                      offsets=np.zeros(1, np.int64), area=np.zeros(0, np.int64))
     valid = np.isfinite(z)
     zs = _smooth(z, valid, params.smooth_log)
     steps_h, steps_v = _Steps(zs, 2), _Steps(zs, 1)

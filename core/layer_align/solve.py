@@ -207,7 +207,8 @@ def propagate(layers: Layers, links: Links, z: np.ndarray, direct: np.ndarray, d
         log_scale[lo:hi] = np.divide(num, den, out=np.zeros(hi - lo), where=known)
         source[lo:hi][(source[lo:hi] == 0) & known] = 2
 
-        keep_own = inherited & (direct_weight[np.maximum(lab, 0)] == 0)
+        keep_own = inherited.copy()
+        keep_own[inherited] = direct_weight[lab[inherited]] == 0
         next_memory = np.full(lab.shape, np.nan)
         has = lab >= 0
         has[has] = known[lab[has] - lo]
