@@ -234,8 +234,13 @@ def _load_resume_state(run_dir: Path, overlap: int) -> tuple[_State, int]:
         if count >= overlap:
             break
     cat = lambda name: np.concatenate([getattr(w, name) for w in tail])[-overlap:]  # noqa: E731
+    depth = cat("depth")
+    sim3_depth = None
+    if all("layer_scale" in w.extras for w in tail):
+        factor = np.concatenate([w.extras["layer_scale"] for w in tail])[-overlap:].astype(np.float32)
+        sim3_depth = depth / np.where(factor > 0, factor, 1.0)
     ref = Reference(frames=cat("frames"), poses=cat("poses").astype(np.float64),
-                    depth=cat("depth"), mask=cat("mask"))
+                    depth=depth, mask=cat("mask"), sim3_depth=sim3_depth)
     state = _State(K=windows[-1].K.astype(np.float64), reference=ref,
                    frames_done=sum(len(w) for w in windows))
     return state, windows[-1].index + 1

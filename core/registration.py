@@ -188,10 +188,15 @@ def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.n
         first_new = o
 
     keep = slice(first_new, None)
+    extras = {}
+    if sim3_depth is not depth:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            factor = np.where(sim3_depth[keep] > 0, depth[keep] / sim3_depth[keep], 1.0)
+        extras["layer_scale"] = factor.astype(np.float16)
     window = AlignedWindow(
         index=index, frames=pred.frames[keep].astype(np.int64), poses=poses[keep].astype(np.float32),
         K=K.astype(np.float32), depth=depth[keep], conf=pred.conf[keep].astype(np.float32),
-        colors=pred.colors[keep], mask=mask[keep], scale=float(scale),
+        colors=pred.colors[keep], mask=mask[keep], scale=float(scale), extras=extras,
     )
     tail = slice(max(len(pred) - overlap, 0), None) if overlap > 0 else slice(len(pred), None)
     ref = Reference(frames=pred.frames[tail].astype(np.int64), poses=poses[tail],

@@ -114,10 +114,11 @@ def test_align_reproduces_reconstruct_from_predictions(tmp_path):
     assert meta_b["window"] == 12 and meta_b["overlap"] == 4
 
 
-def test_cancel_keeps_finished_windows_and_resume_completes(tmp_path):
+@pytest.mark.parametrize("layer_align", [False, True])
+def test_cancel_keeps_finished_windows_and_resume_completes(tmp_path, layer_align):
     scene = Scene(SMALL)
     backbone = SyntheticBackbone(scene, SyntheticNoise(seed=2))
-    cfg = EngineConfig(window=12, overlap=4, layer_align=False)
+    cfg = EngineConfig(window=12, overlap=4, layer_align=layer_align)
     cancel = threading.Event()
     seen = []
 
@@ -138,8 +139,9 @@ def test_cancel_keeps_finished_windows_and_resume_completes(tmp_path):
     _, fr, pr, dr, _ = _concat(tmp_path / "run")
     _, fe, pe, de, _ = _concat(tmp_path / "ref")
     np.testing.assert_array_equal(fr, np.arange(SMALL.num_frames))
-    np.testing.assert_allclose(pr, pe, atol=1e-4)
-    np.testing.assert_allclose(dr, de, rtol=1e-4)
+    # A resumed run continues exactly where it stopped (float16 layer factors: 1e-3).
+    np.testing.assert_allclose(pr, pe, atol=1e-3)
+    np.testing.assert_allclose(dr, de, rtol=1e-3)
     assert len(read_tum(tmp_path / "run" / "trajectory.tum")[0]) == SMALL.num_frames
     assert read_run(tmp_path / "run")["status"] == "complete"
 
