@@ -138,13 +138,13 @@ def _second_pass(join: _Join, scale: float, with_layers: bool):
         abs_rel_sum, inliers, count = abs_rel_sum + a, inliers + b, count + c
         ids = join.gt.layers(int(join.gt.frames[row])) if with_layers else None
         if ids is not None:
-            for layer, value in _layer_log_ratios(scale * depth, gt_depth, resample_nearest(ids, join.A, join.size)):
+            for layer, value in layer_log_ratios(scale * depth, gt_depth, resample_nearest(ids, join.A, join.size)):
                 layer_values.setdefault(layer, []).append(value)
     depth = {"abs_rel": abs_rel_sum / count, "delta_1_25": inliers / count, "scale": scale, "valid": count}
     return depth, layer_values
 
 
-def _layer_log_ratios(depth: np.ndarray, gt_depth: np.ndarray, ids: np.ndarray):
+def layer_log_ratios(depth: np.ndarray, gt_depth: np.ndarray, ids: np.ndarray):
     """(layer id, median log(depth / gt_depth) over the layer's valid pixels) for one (H, W) frame."""
     valid = valid_depth(depth, gt_depth)
     log_ratio = np.log(depth[valid] / gt_depth[valid])

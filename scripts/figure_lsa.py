@@ -29,7 +29,7 @@ from core.engine import EngineConfig, align, reconstruct  # noqa: E402
 from core.groundtruth import load_ground_truth  # noqa: E402
 from core.rundir import iter_aligned  # noqa: E402
 from core.synthetic import Scene, SceneConfig, SyntheticBackbone, SyntheticNoise, SyntheticSource, render_clip  # noqa: E402
-from laser_blender.evaluate import _layer_log_ratios, evaluate_run  # noqa: E402
+from laser_blender.evaluate import layer_log_ratios, evaluate_run  # noqa: E402
 
 
 def layer_curves(run_dir: Path, gt_dir: Path, scale: float) -> dict[int, tuple[list[int], list[float]]]:
@@ -38,7 +38,7 @@ def layer_curves(run_dir: Path, gt_dir: Path, scale: float) -> dict[int, tuple[l
     curves: dict[int, tuple[list[int], list[float]]] = {}
     for win in iter_aligned(run_dir):
         for i, frame in enumerate(win.frames.tolist()):
-            for layer, value in _layer_log_ratios(scale * win.depth[i], gt.depth(frame), gt.layers(frame)):
+            for layer, value in layer_log_ratios(scale * win.depth[i], gt.depth(frame), gt.layers(frame)):
                 frames, values = curves.setdefault(layer, ([], []))
                 frames.append(frame)
                 values.append(value)
