@@ -14,12 +14,19 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 }
 VENV="$ROOT/.venv"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-STAMP="$VENV/.laser-blender-installed"
-WANT="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)-[$EXTRAS]"
-if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
-    echo "Installing laser-blender into $VENV ${EXTRAS:+with extras [$EXTRAS]} ..." >&2
-    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+STAMP="$VENV/.laser-blender-installed"   # "<pyproject hash> <extras installed>"
+HASH="$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+read -r HAVE_HASH HAVE_EXTRAS < "$STAMP" 2>/dev/null || true
+# Up to date when pyproject.toml is unchanged and the wanted extras are already there.
+if [ "${HAVE_HASH:-}" != "$HASH" ] || { [ -n "$EXTRAS" ] && [ "${HAVE_EXTRAS:-}" != "$EXTRAS" ]; }; then
+    EXTRAS="${EXTRAS:-${HAVE_EXTRAS:-}}"   # keep extras an earlier install added
+    echo "Installing laser-blender into $VENV${EXTRAS:+ with extras [$EXTRAS]} (log: $VENV/install.log) ..." >&2
     SPEC="$ROOT"; [ -n "$EXTRAS" ] && SPEC="$ROOT[$EXTRAS]"
-    "$VENV/bin/python" -m pip install --quiet -e "$SPEC"
-    echo "$WANT" > "$STAMP"
+    if ! { "$VENV/bin/python" -m pip install --upgrade pip && "$VENV/bin/python" -m pip install -e "$SPEC"; } \
+            > "$VENV/install.log" 2>&1; then
+        tail -n 40 "$VENV/install.log" >&2
+        echo "Installing laser-blender failed; the full log is $VENV/install.log" >&2
+        exit 1
+    fi
+    echo "$HASH $EXTRAS" > "$STAMP"
 fi
