@@ -68,5 +68,6 @@ def build_pipeline(job: Job) -> tuple["FrameSource", "Backbone", "EngineConfig",
     config = EngineConfig(
         window=job.window, overlap=job.overlap, conf_keep=job.conf_keep,
         layer_align=job.layer_align, focal_px=focal_in_pixels(job, source.info.width),
+        save_predictions=job.save_predictions,
     )
     return source, backbone, config, run_info(job)

@@ -63,6 +63,7 @@ class Job(Message):
     max_frames: int | None = Field(None, ge=1)
     conf_keep: float = Field(0.5, gt=0, le=1, description="share of most confident pixels kept")
     layer_align: bool = True
+    save_predictions: bool = Field(True, description="keep the raw backbone output in RUN/predictions/")
     focal_px: float | None = Field(None, gt=0, description="known focal length in footage pixels")
     focal_mm: float | None = Field(None, gt=0, description="known focal length in mm (needs sensor_width_mm)")
     sensor_width_mm: float | None = Field(None, gt=0)

@@ -82,6 +82,17 @@ def test_bad_input_gives_clear_error(tmp_path, bad, needle):
     assert needle in r.stderr and "Traceback" not in r.stderr
 
 
+def test_no_predictions_keeps_only_the_registered_result(clip, tmp_path):
+    video, gt = clip
+    r = _cli("reconstruct", video, "-o", tmp_path / "run", "--backbone", "synthetic", "--synthetic-scene", gt,
+             "--max-frames", 30, "--window", 12, "--overlap", 4, "--no-predictions")
+    assert r.returncode == 0, r.stderr
+    assert list_windows(tmp_path / "run" / "predictions") == []
+    assert (tmp_path / "run" / "predictions" / "meta.json").exists()
+    assert len(list_windows(tmp_path / "run" / "aligned")) == 4
+    assert read_run(tmp_path / "run")["settings"]["save_predictions"] is False
+
+
 def test_invalid_settings_are_rejected(tmp_path, clip):
     video, gt = clip
     r = _cli("reconstruct", video, "-o", tmp_path / "run", "--backbone", "synthetic", "--synthetic-scene", gt,

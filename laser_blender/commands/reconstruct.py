@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
     parser.add_argument("--resume", action="store_true", help="continue a cancelled or crashed run")
     parser.add_argument("--blend", metavar="FILE", help="also build a .blend scene from the run")
+    parser.add_argument("--no-predictions", dest="save_predictions", action="store_false",
+                        help="do not keep the raw backbone output (about 7.5 MB per frame at 518x392); "
+                             "without it the run cannot be re-registered with `align`")
     add_stream_arguments(parser)
     add_registration_arguments(parser)
 
@@ -37,6 +40,7 @@ def job_from_args(args: argparse.Namespace, run_dir: str):
                synthetic_scene=args.synthetic_scene and str(Path(args.synthetic_scene).absolute()),
                window=args.window, overlap=args.overlap, stride=args.stride, start=args.start,
                max_frames=args.max_frames, conf_keep=args.conf_keep, layer_align=args.layer_align,
+               save_predictions=args.save_predictions,
                focal_px=args.focal_px, focal_mm=args.focal_mm, sensor_width_mm=args.sensor_width_mm,
                device=args.device, dtype=args.dtype, resume=args.resume)
 
