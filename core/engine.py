@@ -22,6 +22,7 @@ import numpy as np
 
 from core import events
 from core.backbones.base import Backbone, InputGeometry
+from core.keyframes import KeyframeMemory
 from core.registration import DepthRefiner, Reference, register_window
 from core.rundir import (
     RunDirError, RunWriter, iter_aligned, iter_predictions, read_predictions_meta, rewrite_trajectory,
@@ -75,7 +76,7 @@ class FrameSourceLike(Protocol):
 
     info: Any  # .width, .height, .fps, .num_frames, .path
 
-    def frames(self, geometry: InputGeometry | None = None) -> Iterator[tuple[int, np.ndarray]]: ...
+    def frames(self, geometry: InputGeometry | None = None, skip: int = 0) -> Iterator[tuple[int, np.ndarray]]: ...
 
 
 def count_windows(num_frames: int, window: int, overlap: int) -> int:
@@ -94,16 +95,14 @@ def iter_windows(items: Iterable[tuple[int, np.ndarray]], window: int, overlap: 
 
     Window k holds stream positions ``[k * step, k * step + window)`` with
     ``step = window - overlap``; the last window holds the overlap plus whatever is
-    left. Windows before ``first_window`` are skipped without being assembled.
+    left. When resuming at ``first_window``, ``items`` starts at that window's first
+    frame (position ``first_window * step``; see ``FrameSource.frames(skip=...)``).
     """
     step = window - overlap
-    skip = first_window * step
     buf: list[tuple[int, np.ndarray]] = []
     index = first_window
     emitted = False
-    for pos, item in enumerate(items):
-        if pos < skip:
-            continue
+    for item in items:
         buf.append(item)
         if len(buf) == window:
             yield index, buf
@@ -129,9 +128,16 @@ def layer_refiner(config: EngineConfig) -> DepthRefiner | None:
 
 @dataclass
 class _State:
+    """Registration state carried from window to window.
+
+    ``memory`` holds keyframes of the registered frames for layer alignment (None
+    when it is off).
+    """
+
     K: np.ndarray | None = None
     reference: Reference | None = None
     frames_done: int = 0
+    memory: KeyframeMemory | None = None
 
 
 class _Failure:
@@ -151,6 +157,10 @@ def _register_stream(next_item: Callable[[], Any], writer: RunWriter, config: En
     when cancelled while waiting. Returns "complete" or "cancelled".
     """
     refine = layer_refiner(config)
+    if refine is None:
+        state.memory = None
+    elif state.memory is None:
+        state.memory = KeyframeMemory()
     t0, done_here = time.perf_counter(), 0
     while not cancel.is_set():
         item = next_item()
@@ -163,9 +173,11 @@ def _register_stream(next_item: Callable[[], Any], writer: RunWriter, config: En
         index, pred = item
         result, state.K = register_window(
             index, pred, overlap=config.overlap, K=state.K, reference=state.reference,
-            conf_keep=config.conf_keep, focal_px=focal_pred, refine=refine)
+            conf_keep=config.conf_keep, focal_px=focal_pred, refine=refine, memory=state.memory)
         path = writer.write_aligned(result.window)
         state.reference = result.reference
+        if state.memory is not None:
+            state.memory.add_window(result.window)
         state.frames_done += len(result.window)
         done_here += len(result.window)
         emit(events.WindowDone(index=index, frames=result.window.frames.tolist(), path=path))
@@ -204,7 +216,8 @@ def _producer(source: FrameSourceLike, geometry: InputGeometry, backbone: Backbo
         return False
 
     try:
-        for index, items in iter_windows(source.frames(geometry), config.window, config.overlap, first_window):
+        stream = source.frames(geometry, skip=first_window * config.step)
+        for index, items in iter_windows(stream, config.window, config.overlap, first_window):
             if stop.is_set():
                 return
             frames = np.array([i for i, _ in items], dtype=np.int64)
@@ -241,8 +254,11 @@ def _load_resume_state(run_dir: Path, overlap: int) -> tuple[_State, int]:
         sim3_depth = depth / np.where(factor > 0, factor, 1.0)
     ref = Reference(frames=cat("frames"), poses=cat("poses").astype(np.float64),
                     depth=depth, mask=cat("mask"), sim3_depth=sim3_depth)
+    memory = KeyframeMemory()
+    for win in windows:
+        memory.add_window(win)
     state = _State(K=windows[-1].K.astype(np.float64), reference=ref,
-                   frames_done=sum(len(w) for w in windows))
+                   frames_done=sum(len(w) for w in windows), memory=memory)
     return state, windows[-1].index + 1
 
 

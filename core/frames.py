@@ -112,12 +112,16 @@ class FrameSource(ABC):
         """Footage size, frame rate and how many frames :meth:`frames` yields."""
 
     @abstractmethod
-    def _native_frames(self) -> Iterator[tuple[int, np.ndarray]]:
-        """The selected frames as (source index, (H, W, 3) uint8 RGB) at footage size."""
+    def _native_frames(self, skip: int) -> Iterator[tuple[int, np.ndarray]]:
+        """The selected frames after the first ``skip`` as (source index, (H, W, 3) uint8 RGB) at footage size."""
 
-    def frames(self, geometry: InputGeometry | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(source_index, (h, w, 3) uint8 RGB)``, restarting from ``start`` on each call."""
-        for index, image in self._native_frames():
+    def frames(self, geometry: InputGeometry | None = None, skip: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(source_index, (h, w, 3) uint8 RGB)``, restarting from ``start`` on each call.
+
+        ``skip`` leaves out the first ``skip`` selected frames without decoding them
+        (resuming a run continues where it stopped).
+        """
+        for index, image in self._native_frames(skip):
             yield index, apply_geometry(image, geometry)
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
@@ -174,7 +178,7 @@ class VideoSource(FrameSource):
         slack = max(_COUNT_SLACK_FRAMES, int(_COUNT_SLACK_FRACTION * self._total))
         return index < self._total - slack
 
-    def _native_frames(self) -> Iterator[tuple[int, np.ndarray]]:
+    def _native_frames(self, skip: int) -> Iterator[tuple[int, np.ndarray]]:
         wanted = self.max_frames if self._info.num_frames is None else self._info.num_frames
         cap = self._open()
         try:
@@ -193,7 +197,10 @@ class VideoSource(FrameSource):
                             f"{self.path}: start={self.start} is beyond the end of the video ({index} frames)"
                         )
                     return
-                if index >= self.start and (index - self.start) % self.stride == 0:
+                selected = index >= self.start and (index - self.start) % self.stride == 0
+                if selected and yielded < skip:
+                    yielded += 1  # counted, never decoded
+                elif selected:
                     ok, bgr = cap.retrieve()
                     if not ok or bgr is None:
                         raise FrameSourceError(f"{self.path}: frame {index} fails to decode")
@@ -242,8 +249,8 @@ class ImageFolderSource(FrameSource):
             raise FrameSourceError(f"{file}: image {index} of the folder cannot be read (corrupt or unsupported)")
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
-    def _native_frames(self) -> Iterator[tuple[int, np.ndarray]]:
-        indices = range(self.start, len(self.files), self.stride)[: self._info.num_frames]
+    def _native_frames(self, skip: int) -> Iterator[tuple[int, np.ndarray]]:
+        indices = range(self.start, len(self.files), self.stride)[: self._info.num_frames][skip:]
         for index in indices:
             image = self._read(index)
             if image.shape[:2] != (self._info.height, self._info.width):

@@ -271,3 +271,24 @@ def test_folder_corrupt_image(tmp_path):
 def test_bad_arguments(video, kwargs, message):
     with pytest.raises(FrameSourceError, match=message):
         open_source(video, **kwargs)
+
+
+def test_skip_leaves_out_selected_frames_without_changing_indices(tmp_path):
+    """frames(skip=k) yields exactly what frames() yields from its k-th item on (video and folder)."""
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25, (32, 24))
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(20):
+        img = np.full((24, 32, 3), i * 12, np.uint8)
+        writer.write(img)
+        cv2.imwrite(str(folder / f"f{i}.png"), img)
+    writer.release()
+    for path in (video, folder):
+        src = open_source(path, start=2, stride=3, max_frames=5)
+        full = list(src.frames())
+        for k in range(0, 7):
+            part = list(src.frames(skip=k))
+            assert [i for i, _ in part] == [i for i, _ in full[k:]]
+            for (_, a), (_, b) in zip(part, full[k:]):
+                np.testing.assert_array_equal(a, b)
