@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from core.geometry import apply_sim3_to_poses, estimate_focal, intrinsics, rigid_align, robust_log_scale
+from core.keyframes import KeyframeMemory
 from core.types import AlignedWindow, LayerAlignInput, WindowPrediction
 
 DepthRefiner = Callable[[LayerAlignInput], np.ndarray]
@@ -145,7 +146,8 @@ def overlap_rigid(ref_poses: np.ndarray, new_poses: np.ndarray, scale: float,
 
 def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.ndarray | None,
                     reference: Reference | None, conf_keep: float, focal_px: float | None = None,
-                    refine: DepthRefiner | None = None) -> tuple[RegistrationResult, np.ndarray]:
+                    refine: DepthRefiner | None = None,
+                    memory: KeyframeMemory | None = None) -> tuple[RegistrationResult, np.ndarray]:
     """Register one window to the previous one.
 
     Args:
@@ -157,6 +159,8 @@ def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.n
         conf_keep: share of confident pixels kept.
         focal_px: known focal length at prediction resolution (first window only).
         refine: optional layer-wise scale alignment hook.
+        memory: keyframes of the frames registered so far, handed to ``refine``
+            (the caller adds this window's frames to it afterwards).
     Returns:
         (result, K): the aligned frames this window adds plus the next reference, and
         the fixed intrinsics.
@@ -183,7 +187,8 @@ def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.n
         sim3_depth = depth
         if refine is not None:
             depth = refine(LayerAlignInput(ref_depth=reference.depth, ref_mask=reference.mask,
-                                           depth=depth, mask=mask, conf=pred.conf, overlap=o))
+                                           depth=depth, mask=mask, conf=pred.conf, overlap=o,
+                                           memory=memory, poses=poses, K=K))
             depth = np.asarray(depth, np.float32)
         first_new = o
 

@@ -12,8 +12,12 @@ Conventions used everywhere in ``core``:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from core.keyframes import KeyframeMemory
 
 
 @dataclass
@@ -104,6 +108,10 @@ class LayerAlignInput:
         mask: (N, H, W) bool confident pixels of the new window.
         conf: (N, H, W) float32 raw confidence of the new window (for weighting).
         overlap: O, the number of leading frames shared with the previous window.
+        memory: optional keyframes of earlier registered frames (final depth); layers
+            that get no scale from the overlap are measured against them.
+        poses: (N, 4, 4) world camera-to-world poses of the new window (needed with ``memory``).
+        K: (3, 3) intrinsics at prediction resolution (needed with ``memory``).
     """
 
     ref_depth: np.ndarray
@@ -112,3 +120,10 @@ class LayerAlignInput:
     mask: np.ndarray
     conf: np.ndarray
     overlap: int
+    memory: KeyframeMemory | None = None
+    poses: np.ndarray | None = None
+    K: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.memory is not None and (self.poses is None or self.K is None):
+            raise ValueError("LayerAlignInput.memory needs the window's poses and K")

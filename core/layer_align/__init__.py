@@ -11,7 +11,11 @@ different in every window. For each new window:
    on the overlap frames by coverage (``link``);
 3. solve a robust, confidence-weighted scale per matched pair, reject outlier pairs,
    clamp to a plausible band, and carry scales forward along the links weighted by
-   link strength (``solve``); layers that receive no scale keep the window scale;
+   link strength (``solve``); when a keyframe memory of earlier frames is given,
+   layers without an overlap match are also measured against it (``memory``) and,
+   where nothing was propagated to them or the memory disagrees with what was,
+   take that scale and carry it forward the same way; layers that receive no scale
+   keep the window scale;
 4. multiply each pixel's depth by its layer's scale (``apply``).
 
 Usage::
@@ -28,6 +32,7 @@ import numpy as np
 
 from core.layer_align.apply import rescale_depth
 from core.layer_align.link import overlap_matches, temporal_links
+from core.layer_align.memory import memory_scales
 from core.layer_align.params import LayerAlignParams, LayerAlignResult
 from core.layer_align.segment import log_depth, sample_grid, segment_layers
 from core.layer_align.solve import combine_pairs, confidence_weights, pair_scales, propagate
@@ -51,8 +56,9 @@ def align_layers(inp: LayerAlignInput, params: LayerAlignParams | None = None) -
     """Correct the per-layer depth scale of a new window against the previous window.
 
     Args:
-        inp: the new window's Sim(3)-scaled depth, masks and confidence, and the
-            previous window's final depth on the ``overlap`` shared frames.
+        inp: the new window's Sim(3)-scaled depth, masks and confidence, the
+            previous window's final depth on the ``overlap`` shared frames, and
+            optionally the keyframe memory with the window's poses and intrinsics.
         params: settings; defaults to ``LayerAlignParams()``.
     Returns:
         the corrected (N, H, W) float32 depth with layer labels, per-layer scales and
@@ -82,14 +88,27 @@ def align_layers(inp: LayerAlignInput, params: LayerAlignParams | None = None) -
     max_log = float(np.log(p.max_scale))
     direct, direct_weight, accepted = combine_pairs(pairs, new.count, p.pair_outlier_log, max_log)
     log_scale, source = propagate(new, links, z_new, direct, direct_weight, p.temporal_weight, p.link_log)
-    layer_scale = np.exp(log_scale).astype(np.float32)
 
     t3 = time.perf_counter()
-    depth = rescale_depth(inp.depth, new.labels, z_new, layer_scale, s)
+    if inp.memory is not None and len(inp.memory):
+        weight_all = confidence_weights(sample_grid(inp.conf, s), np.isfinite(z_new))
+        weight_all *= np.where(sample_grid(inp.mask, s), np.float32(1), np.float32(p.unconfident_weight))
+        remembered, remembered_weight = memory_scales(inp.memory, inp.poses, inp.K, inp.depth, new, z_new,
+                                                      weight_all, direct_weight == 0, p)
+        differs = (remembered_weight > 0) & ((source == 0) | (np.abs(remembered - log_scale) > p.memory_gate_log))
+        if differs.any():
+            direct = np.where(differs, remembered, direct)
+            direct_weight = np.where(differs, remembered_weight, direct_weight)
+            log_scale, source = propagate(new, links, z_new, direct, direct_weight, p.temporal_weight, p.link_log)
+            source[differs] = 3
+    layer_scale = np.exp(log_scale).astype(np.float32)
+
     t4 = time.perf_counter()
+    depth = rescale_depth(inp.depth, new.labels, z_new, layer_scale, s)
+    t5 = time.perf_counter()
 
     return LayerAlignResult(
         depth=depth, labels=new.labels, layer_frame=new.frame, layer_scale=layer_scale, layer_source=source,
         pairs_solved=int(accepted.size), pairs_rejected=int((~accepted).sum()),
-        timings={"segment": t1 - t0, "match": t2 - t1, "solve": t3 - t2, "apply": t4 - t3},
+        timings={"segment": t1 - t0, "match": t2 - t1, "solve": t3 - t2, "memory": t4 - t3, "apply": t5 - t4},
     )

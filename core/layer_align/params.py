@@ -47,6 +47,11 @@ class LayerAlignParams:
         temporal_weight: weight of the scale carried from the previous frame relative
             to a direct overlap measurement (times the share of the layer's samples that
             carry one); larger is smoother.
+        memory_gate_log: a layer without an overlap match takes the keyframe memory's
+            scale only when it differs from the propagated one by more than this (log),
+            or when nothing was propagated to it: the memory corrects scales that came
+            the wrong way (an object that re-enters merged with its neighbour inherits
+            the neighbour's scale) without adding its own noise to those that agree.
     """
 
     stride: int = 4
@@ -67,6 +72,7 @@ class LayerAlignParams:
     pair_outlier_log: float = 0.1
     max_scale: float = 2.0
     temporal_weight: float = 1.0
+    memory_gate_log: float = 0.05
 
     def __post_init__(self) -> None:
         if self.stride < 1:
@@ -90,10 +96,11 @@ class LayerAlignResult:
         layer_frame: (L,) int32 frame of each layer.
         layer_scale: (L,) float32 scale applied to each layer (1 = the window's Sim(3) scale).
         layer_source: (L,) int8 where a layer's scale came from: 0 none, 1 overlap match,
-            2 propagated from the previous frame only.
+            2 propagated from the previous frame only, 3 keyframe memory.
         pairs_solved: matched (reference layer, new layer) pairs with a robust scale.
         pairs_rejected: of those, pairs rejected as outliers.
-        timings: seconds spent in "segment", "match", "solve", "apply".
+        timings: seconds spent in "segment", "match", "solve", "memory" (keyframe
+            memory measurements and the second propagation), "apply".
     """
 
     depth: np.ndarray
