@@ -64,7 +64,8 @@ def memory_scales(memory: KeyframeMemory, poses: np.ndarray, K: np.ndarray, dept
     sample block the nearest point marks the visible surface; the points within
     ``p.link_log`` of it are that surface, and each is compared with the window's
     depth at the pixel it falls in (so neither the depth slope across a block nor
-    the choice of the nearest of several noisy points biases the ratio).
+    the choice of the nearest of several noisy points biases the ratio); their log
+    ratios are averaged per block, and the blocks are the samples of the robust fit.
 
     Args:
         memory: keyframes (world points of earlier frames, final depth).
@@ -104,15 +105,15 @@ def memory_scales(memory: KeyframeMemory, poses: np.ndarray, K: np.ndarray, dept
     use &= np.log(proj.z) - np.log(nearest[block]) < p.link_log
     r = np.log(proj.z[use]) - np.log(own[use])
     band = np.abs(r) < np.log(p.max_scale)
-    g = lab.reshape(-1)[block[use][band]]
-    v = r[band].astype(np.float64)
-    wt = weight[frames].reshape(-1)[block[use][band]].astype(np.float64)
+    count = np.bincount(block[use][band], minlength=lab.size)
+    cells = np.flatnonzero(count)
+    v = np.bincount(block[use][band], weights=r[band], minlength=lab.size)[cells] / count[cells]
+    g = lab.reshape(-1)[cells]
+    wt = weight[frames].reshape(-1)[cells].astype(np.float64)
     mu = robust_group_mean(v, g, wt, n_layers, p.irls_c, p.irls_iters)
     agree = np.abs(v - mu[g]) < p.irls_c
-    cells = np.unique(block[use][band][agree])
-    support = np.bincount(lab.reshape(-1)[cells], minlength=n_layers)
-    points_agreeing = np.bincount(g[agree], minlength=n_layers)
-    conf = np.bincount(g[agree], weights=wt[agree], minlength=n_layers) / np.maximum(points_agreeing, 1)
+    support = np.bincount(g[agree], minlength=n_layers)
+    conf = np.bincount(g[agree], weights=wt[agree], minlength=n_layers) / np.maximum(support, 1)
     share = support / np.maximum(layers.area, 1)
     with np.errstate(divide="ignore"):
         m = np.log(nearest.reshape(lab.shape))
