@@ -131,37 +131,21 @@ def project(points: np.ndarray, poses: np.ndarray, K: np.ndarray, size: tuple[in
     return Projection(frame[ok], row[ok].astype(np.int64), col[ok].astype(np.int64), z[ok])
 
 
-def block_index(proj: Projection, shape: tuple[int, int], stride: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flat sample-grid index (frame, block row, block column) of each projected point.
+def zbuffer(proj: Projection, frames: int, shape: tuple[int, int], stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest projected depth per sample block (``stride`` x ``stride`` pixels).
 
+    Args:
+        proj: points projected into ``frames`` cameras.
+        shape: (h, w) of the sample grid.
     Returns:
-        (index, inside): (M,) int64 index into an (F, h, w) grid and (M,) bool points
-        whose block is on the grid (blocks at the right or bottom border may be cut).
+        (nearest, block): (frames, h, w) float32 depth of the nearest point in each
+        block (inf where none lands), and (M,) int64 flat block of each point, -1 for
+        points in a block cut off the grid at the right or bottom border.
     """
     h, w = shape
     r, c = proj.row // stride, proj.col // stride
-    inside = (r < h) & (c < w)
-    return (proj.frame * h + np.minimum(r, h - 1)) * w + np.minimum(c, w - 1), inside
-
-
-def warp_depth(points: np.ndarray, poses: np.ndarray, K: np.ndarray, shape: tuple[int, int],
-               stride: int) -> np.ndarray:
-    """Z-buffered depth of world points seen from several cameras, on the sample grid.
-
-    Each point lands in the sample block (``stride`` x ``stride`` pixels) that contains
-    its projection; per block the nearest point wins.
-
-    Args:
-        points: (P, 3) world points.
-        poses: (F, 4, 4) camera-to-world of the target cameras.
-        K: (3, 3) intrinsics at full resolution.
-        shape: (h, w) of the sample grid.
-    Returns:
-        (F, h, w) float32 depth, inf where no point lands.
-    """
-    h, w = shape
-    proj = project(points, poses, K, (h * stride, w * stride))
-    index, inside = block_index(proj, shape, stride)
-    out = np.full(poses.shape[0] * h * w, np.inf, np.float32)
-    np.minimum.at(out, index[inside], proj.z[inside])
-    return out.reshape(poses.shape[0], h, w)
+    block = np.where((r < h) & (c < w), (proj.frame * h + r) * w + c, -1)
+    nearest = np.full(frames * h * w, np.inf, np.float32)
+    inside = block >= 0
+    np.minimum.at(nearest, block[inside], proj.z[inside])
+    return nearest.reshape(frames, h, w), block

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.geometry import intrinsics
-from core.keyframes import KeyframeMemory, sample_points, warp_depth
+from core.keyframes import KeyframeMemory, project, sample_points, zbuffer
 from core.layer_align import LayerAlignInput, LayerAlignParams, align_layers
 from core.layer_align.segment import sample_grid
 from core.types import AlignedWindow
@@ -57,13 +57,18 @@ def align(truth: np.ndarray, new: np.ndarray, memory: KeyframeMemory | None):
                                         memory=memory, poses=poses, K=K))
 
 
+def warp(points: np.ndarray, pose: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(h, w) z-buffered depth of world points seen from one camera, on the sample grid."""
+    return zbuffer(project(points, pose[None], K, (H, W)), 1, shape, STRIDE)[0][0]
+
+
 def test_warped_samples_come_back_at_their_own_depth():
     depth = sample_grid(scene(6.0)[-1:], STRIDE)[0]
     pose = translation(0.3)
     points = sample_points(depth, depth > 0, K, pose, STRIDE)
-    np.testing.assert_allclose(warp_depth(points, pose[None], K, depth.shape, STRIDE)[0], depth, rtol=1e-5)
+    np.testing.assert_allclose(warp(points, pose, depth.shape), depth, rtol=1e-5)
     # seen from elsewhere, the wall keeps its depth (fronto-parallel), blocks no point reaches stay empty
-    moved = warp_depth(points, translation(3.0)[None], K, depth.shape, STRIDE)[0]
+    moved = warp(points, translation(3.0), depth.shape)
     assert np.isinf(moved[:, -1]).all()
     assert np.allclose(moved[np.isfinite(moved) & (moved > 20)], 25.0)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.keyframes import KeyframeMemory, block_index, project
+from core.keyframes import KeyframeMemory, project, zbuffer
 from core.layer_align.params import LayerAlignParams
 from core.layer_align.segment import Layers
 from core.layer_align.solve import robust_group_mean
@@ -97,11 +97,10 @@ def memory_scales(memory: KeyframeMemory, poses: np.ndarray, K: np.ndarray, dept
     target &= weight[frames] > 0
 
     proj = project(memory.points(), poses[frames], K, depth.shape[1:])
-    block, inside = block_index(proj, shape, memory.stride)
-    nearest = np.full(lab.size, np.inf, np.float32)
-    np.minimum.at(nearest, block[inside], proj.z[inside])
+    nearest, block = zbuffer(proj, frames.size, shape, memory.stride)
+    nearest = nearest.reshape(-1)
     own = depth[frames[proj.frame], proj.row, proj.col]
-    use = inside & target.reshape(-1)[block] & (own > 0)
+    use = (block >= 0) & target.reshape(-1)[block] & (own > 0)
     use &= np.log(proj.z) - np.log(nearest[block]) < p.link_log
     r = np.log(proj.z[use]) - np.log(own[use])
     band = np.abs(r) < np.log(p.max_scale)
