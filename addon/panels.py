@@ -59,24 +59,23 @@ def draw_panel(layout, context) -> None:
     layout.operator(operators.LASER_OT_import_run.bl_idname, icon="IMPORT")
 
 
-class LASER_PT_clip(bpy.types.Panel):
+class _LaserPanel:
+    """The sidebar panel; one subclass per editor it appears in."""
+
     bl_label = "LASER Reconstruction"
+    bl_region_type = "UI"
+    bl_category = "LASER"
+
+    def draw(self, context):
+        draw_panel(self.layout, context)
+
+
+class LASER_PT_clip(_LaserPanel, bpy.types.Panel):
     bl_space_type = "CLIP_EDITOR"
-    bl_region_type = "UI"
-    bl_category = "LASER"
-
-    def draw(self, context):
-        draw_panel(self.layout, context)
 
 
-class LASER_PT_view3d(bpy.types.Panel):
-    bl_label = "LASER Reconstruction"
+class LASER_PT_view3d(_LaserPanel, bpy.types.Panel):
     bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "LASER"
-
-    def draw(self, context):
-        draw_panel(self.layout, context)
 
 
 CLASSES = (LASER_PT_clip, LASER_PT_view3d)
