@@ -41,6 +41,7 @@ import numpy as np
 from core.backbones.base import InputGeometry
 from core.rundir import list_windows, load_aligned, read_json, read_run
 from core.types import AlignedWindow
+from laser_blender.points import select_points, window_points
 
 if TYPE_CHECKING:  # pragma: no cover
     import bpy
@@ -134,32 +135,6 @@ def window_quota(options: SceneOptions, frames: int, frame_count: int, imported:
     """Points a window of ``frames`` frames may add: its share, never past the budget."""
     share = int(options.point_budget * frames / max(frame_count, 1))
     return max(0, min(share, options.point_budget - imported))
-
-
-def select_points(win: AlignedWindow, quota: int, conf_percentile: float, seed: int) -> tuple[np.ndarray, ...]:
-    """Choose at most ``quota`` confident pixels of a window, evenly at random.
-
-    Returns ``(m, i, j)`` index arrays (window frame, row, column) of the kept pixels.
-    """
-    valid = win.mask & np.isfinite(win.depth) & (win.depth > 0)
-    if conf_percentile > 0 and valid.any():
-        threshold = np.percentile(win.conf[valid], conf_percentile)
-        valid &= win.conf >= threshold
-    flat = np.flatnonzero(valid)
-    if len(flat) > quota:
-        rng = np.random.default_rng([seed, win.index])
-        flat = np.sort(rng.choice(flat, size=quota, replace=False))
-    return np.unravel_index(flat, valid.shape)
-
-
-def unproject(win: AlignedWindow, m: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """(n, 3) run-world points of window pixels ``(m, i, j)`` from depth, K and pose."""
-    K_inv = np.linalg.inv(np.asarray(win.K, np.float64))
-    z = win.depth[m, i, j].astype(np.float64)
-    pix = np.stack([j + 0.5, i + 0.5, np.ones_like(z)], axis=1)
-    cam = (pix @ K_inv.T) * z[:, None]
-    poses = np.asarray(win.poses, np.float64)[m]
-    return np.einsum("nab,nb->na", poses[:, :3, :3], cam) + poses[:, :3, 3]
 
 
 def footage_clip_file(footage: str | None) -> Path | None:
@@ -479,7 +454,7 @@ class RunScene:
         if n == 0:
             return 0
         to_world = self.world_from_run
-        world = unproject(win, m, i, j) @ to_world[:3, :3].T + to_world[:3, 3]
+        world = window_points(win, m, i, j) @ to_world[:3, :3].T + to_world[:3, 3]
         name = f"{self.info.name} w{win.index:05d}"
         mesh = bpy.data.meshes.new(name)
         mesh.vertices.add(n)

@@ -38,7 +38,8 @@ WHEEL_CACHE = REPO / ".whl"
 # The Blender side of the project: imports numpy, pydantic and the standard library only.
 BLENDER_MODULES = (
     "laser_blender/__init__.py", "laser_blender/protocol.py", "laser_blender/client.py",
-    "laser_blender/scene.py", "laser_blender/session.py", "laser_blender/blendfile.py",
+    "laser_blender/scene.py", "laser_blender/points.py", "laser_blender/session.py",
+    "laser_blender/blendfile.py",
     "core/__init__.py", "core/rundir.py", "core/types.py",
     "core/backbones/__init__.py", "core/backbones/base.py",
 )

@@ -1,0 +1,37 @@
+"""Choosing and placing a run's points (numpy only): shared by the Blender scene builder and the exporters.
+
+Conventions: OpenCV camera axes, camera-to-world poses, pixel (row i, column j)
+centred at (j + 0.5, i + 0.5).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.types import AlignedWindow
+
+
+def select_points(win: AlignedWindow, quota: int, conf_percentile: float, seed: int) -> tuple[np.ndarray, ...]:
+    """Choose at most ``quota`` confident pixels of a window, evenly at random.
+
+    Returns ``(m, i, j)`` index arrays (window frame, row, column) of the kept pixels.
+    """
+    valid = win.mask & np.isfinite(win.depth) & (win.depth > 0)
+    if conf_percentile > 0 and valid.any():
+        threshold = np.percentile(win.conf[valid], conf_percentile)
+        valid &= win.conf >= threshold
+    flat = np.flatnonzero(valid)
+    if len(flat) > quota:
+        rng = np.random.default_rng([seed, win.index])
+        flat = np.sort(rng.choice(flat, size=quota, replace=False))
+    return np.unravel_index(flat, valid.shape)
+
+
+def window_points(win: AlignedWindow, m: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """(n, 3) run-world points of window pixels ``(m, i, j)`` from depth, K and pose."""
+    K_inv = np.linalg.inv(np.asarray(win.K, np.float64))
+    z = win.depth[m, i, j].astype(np.float64)
+    pix = np.stack([j + 0.5, i + 0.5, np.ones_like(z)], axis=1)
+    cam = (pix @ K_inv.T) * z[:, None]
+    poses = np.asarray(win.poses, np.float64)[m]
+    return np.einsum("nab,nb->na", poses[:, :3, :3], cam) + poses[:, :3, 3]
