@@ -204,8 +204,21 @@ def _queue_reader(q: "queue.Queue", cancel: threading.Event, writer: RunWriter,
     return next_item
 
 
+def _serialised(sink: EventSink | None) -> EventSink:
+    """``sink`` behind a lock: the inference and registration threads both report events."""
+    if sink is None:
+        return lambda event: None
+    lock = threading.Lock()
+
+    def emit(event: events.Event) -> None:
+        with lock:
+            sink(event)
+
+    return emit
+
+
 def _producer(source: FrameSourceLike, geometry: InputGeometry, backbone: Backbone, config: EngineConfig,
-              out: "queue.Queue", stop: threading.Event, first_window: int) -> None:
+              out: "queue.Queue", stop: threading.Event, first_window: int, emit: EventSink) -> None:
     def put(item) -> bool:
         while not stop.is_set():
             try:
@@ -222,6 +235,7 @@ def _producer(source: FrameSourceLike, geometry: InputGeometry, backbone: Backbo
                 return
             frames = np.array([i for i, _ in items], dtype=np.int64)
             images = np.stack([img for _, img in items])
+            emit(events.Predicting(index=index, first_frame=int(frames[0]), last_frame=int(frames[-1])))
             if not put((index, backbone.predict(images, frames))):
                 return
         put(_END)
@@ -279,7 +293,7 @@ def reconstruct(source: FrameSourceLike, backbone: Backbone, run_dir: Path, conf
     is marked failed (keeping every finished window) and the error is re-raised.
     """
     run_dir = Path(run_dir)
-    emit = on_event or (lambda e: None)
+    emit = _serialised(on_event)
     cancel = cancel or threading.Event()
     info = source.info
     geometry = backbone.input_geometry((info.width, info.height))
@@ -315,7 +329,7 @@ def reconstruct(source: FrameSourceLike, backbone: Backbone, run_dir: Path, conf
     q: queue.Queue = queue.Queue(maxsize=max(1, config.queue_size))
     stop = threading.Event()
     producer = threading.Thread(target=_producer, name="laser-inference", daemon=True,
-                                args=(source, geometry, backbone, config, q, stop, first_window))
+                                args=(source, geometry, backbone, config, q, stop, first_window, emit))
     producer.start()
     try:
         status = _register_stream(_queue_reader(q, cancel, writer, config.save_predictions), writer, config,

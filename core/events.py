@@ -17,6 +17,15 @@ class Started:
 
 
 @dataclass(frozen=True)
+class Predicting:
+    """The backbone started on a window (source frames ``first_frame``..``last_frame``)."""
+
+    index: int
+    first_frame: int
+    last_frame: int
+
+
+@dataclass(frozen=True)
 class WindowDone:
     index: int
     frames: list[int]
@@ -36,4 +45,4 @@ class Warning:  # noqa: A001 - mirrors the protocol's event name
     message: str
 
 
-Event = Started | WindowDone | Progress | Warning
+Event = Started | Predicting | WindowDone | Progress | Warning

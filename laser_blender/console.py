@@ -67,8 +67,10 @@ def progress_bar(desc: str) -> Iterator[Callable[[events.Event], None]]:
             bar.set_postfix_str(f"{event.width}x{event.height} -> {event.pred_width}x{event.pred_height}")
         elif isinstance(event, events.Progress):
             bar.update(event.frames_done - bar.n)
+        elif isinstance(event, events.Predicting):
+            bar.set_postfix_str(f"predicting window {event.index} (frames {event.first_frame}-{event.last_frame})")
         elif isinstance(event, events.WindowDone):
-            bar.set_postfix_str(f"window {event.index}")
+            bar.set_postfix_str(f"window {event.index} registered")
         elif isinstance(event, events.Warning):
             bar.write(f"laser-blender: warning: {event.message}", file=sys.stderr)
 

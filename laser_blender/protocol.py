@@ -6,7 +6,10 @@ One JSON object per line, UTF-8, every object carrying the protocol version
 * client -> worker, on the worker's stdin: the :class:`Job` (first line), then
   optionally :class:`Cancel` (the bare word ``cancel`` is accepted too);
 * worker -> client, on the worker's stdout: ``started``, then ``window_done``
-  and ``progress`` per window, then exactly one terminal event, ``finished``,
+  and ``progress`` per window, each window announced earlier by ``predicting``
+  when the network starts on it (inference runs ahead of registration, so
+  ``predicting`` for window k+1 may come before ``window_done`` for window k),
+  then exactly one terminal event, ``finished``,
   ``cancelled`` or ``error``; ``warning`` may come at any point (the weights'
   licence comes before ``started``). A resumed run's ``started`` counts the
   windows already on disk, for which no ``window_done`` is sent.
@@ -113,6 +116,15 @@ class Started(Message):
         return self.windows_done > 0
 
 
+class Predicting(Message):
+    """The network started on a window; for a status line while a slow window runs."""
+
+    type: Literal["predicting"] = "predicting"
+    index: int = Field(ge=0)
+    first_frame: int = Field(ge=0)
+    last_frame: int = Field(ge=0)
+
+
 class WindowDone(Message):
     """An aligned window is on disk (``path``, an ``aligned/wNNNNN.npz`` of the run)."""
 
@@ -168,7 +180,7 @@ class Cancelled(Message):
 
 
 Event = Annotated[
-    Union[Started, WindowDone, Progress, WarningEvent, ErrorEvent, Finished, Cancelled],
+    Union[Started, Predicting, WindowDone, Progress, WarningEvent, ErrorEvent, Finished, Cancelled],
     Field(discriminator="type"),
 ]
 TERMINAL_TYPES = frozenset({"finished", "cancelled", "error"})
@@ -194,7 +206,8 @@ class ProtocolIssue(BaseModel):
 
 
 _EVENTS: TypeAdapter = TypeAdapter(Event)
-_EVENT_TYPES = frozenset({"started", "window_done", "progress", "warning", "error", "finished", "cancelled"})
+_EVENT_TYPES = frozenset({"started", "predicting", "window_done", "progress", "warning", "error", "finished",
+                          "cancelled"})
 
 
 def encode(message: Message) -> str:

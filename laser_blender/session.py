@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Callable
 from core.rundir import RunDirError
 from laser_blender.client import WorkerClient
 from laser_blender.protocol import (
-    Cancelled, ErrorEvent, Finished, Progress, Started, WarningEvent, WindowDone,
+    Cancelled, ErrorEvent, Finished, Predicting, Progress, Started, WarningEvent, WindowDone,
 )
 from laser_blender.scene import RunScene, SceneOptions
 
@@ -57,6 +57,7 @@ class SessionState:
     points: int = 0
     last_error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    stage: str = ""  # what the worker is doing now, e.g. "predicting window 3 (frames 60-89)"
 
     @property
     def running(self) -> bool:
@@ -71,7 +72,8 @@ class SessionState:
         """'42/120 frames, 3.1 frames/s, ETA 25 s' (as much as is known)."""
         total = f"/{self.total_frames}" if self.total_frames else ""
         text = f"{self.frames_done}{total} frames, {self.fps:.1f} frames/s"
-        return text + (f", ETA {self.eta_s:.0f} s" if self.eta_s is not None else "")
+        text += f", ETA {self.eta_s:.0f} s" if self.eta_s is not None else ""
+        return text + (f"; {self.stage}" if self.stage else "")
 
 
 class ImportSession:
@@ -158,6 +160,8 @@ class ImportSession:
                 self._catch_up()
             self.report("INFO", f"Reconstructing {event.total_frames or '?'} frames "
                                 f"({event.width}x{event.height}, {event.backbone})")
+        elif isinstance(event, Predicting):
+            state.stage = f"predicting window {event.index} (frames {event.first_frame}-{event.last_frame})"
         elif isinstance(event, WindowDone):
             run = self._open_run()
             run.add_window_file(Path(event.path))

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from laser_blender.protocol import (
-    Cancel, Cancelled, ErrorEvent, Finished, Job, Progress, Started, WarningEvent, WindowDone,
+    Cancel, Cancelled, ErrorEvent, Finished, Job, Predicting, Progress, Started, WarningEvent, WindowDone,
     Message, decode_control, encode, parse_job,
 )
 
@@ -171,6 +171,8 @@ def run(job: Job, emit: Callable[[Message], None], cancel: threading.Event, log_
                              width=event.width, height=event.height, pred_width=event.pred_width,
                              pred_height=event.pred_height, backbone=job.backbone,
                              windows_done=windows_before))
+            elif isinstance(event, events.Predicting):
+                emit(Predicting(index=event.index, first_frame=event.first_frame, last_frame=event.last_frame))
             elif isinstance(event, events.WindowDone):
                 emit(WindowDone(index=event.index, frames=list(event.frames), path=str(event.path)))
             elif isinstance(event, events.Progress):

@@ -183,3 +183,16 @@ def test_bounded_queue_applies_back_pressure(tmp_path):
     reconstruct(SyntheticSource(scene), Counting(scene), tmp_path,
                 EngineConfig(window=12, overlap=4, layer_align=False, queue_size=2), on_event=on_event)
     assert len(registered) == count_windows(SMALL.num_frames, 12, 4)
+
+
+def test_each_window_is_announced_before_it_is_registered(tmp_path):
+    scene = Scene(SMALL)
+    seen = []
+    reconstruct(SyntheticSource(scene, num_frames=40), SyntheticBackbone(scene), tmp_path,
+                EngineConfig(window=12, overlap=4, layer_align=False), on_event=seen.append)
+    predicting = [e for e in seen if isinstance(e, events.Predicting)]
+    done = [e for e in seen if isinstance(e, events.WindowDone)]
+    assert [(e.index, e.first_frame, e.last_frame) for e in predicting] == [(0, 0, 11), (1, 8, 19), (2, 16, 27),
+                                                                            (3, 24, 35), (4, 32, 39)]
+    for d in done:
+        assert seen.index(predicting[d.index]) < seen.index(d)

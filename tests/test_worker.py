@@ -22,7 +22,7 @@ from core.rundir import iter_aligned, read_tum
 from core.synthetic import SceneConfig, render_clip
 from laser_blender.client import WorkerClient
 from laser_blender.protocol import (
-    Cancelled, ErrorEvent, Finished, Job, Progress, ProtocolIssue, Started, WindowDone, decode, encode,
+    Cancelled, ErrorEvent, Finished, Job, Predicting, Progress, ProtocolIssue, Started, WindowDone, decode, encode,
 )
 from laser_blender.worker import EXIT_CANCELLED, EXIT_ERROR, EXIT_INVALID_JOB, EXIT_OK
 
@@ -68,16 +68,21 @@ def drain(client: WorkerClient, until=lambda events: False, timeout: float = 120
 
 
 def assert_events_in_order(events: list, total: int, first_window: int = 0, killed: bool = False) -> None:
-    """started, then (window_done, progress) per window, then one terminal event.
+    """started, then (window_done, progress) per window, each window announced by an
+    earlier predicting event, then one terminal event.
 
     A killed worker may die between a window_done and its progress event.
     """
     assert isinstance(events[0], Started)
     assert events[0].windows_done == first_window
     body, last = events[1:-1], events[-1]
-    assert all(isinstance(e, (WindowDone, Progress)) for e in body), body
+    assert all(isinstance(e, (Predicting, WindowDone, Progress)) for e in body), body
     windows = [e for e in body if isinstance(e, WindowDone)]
     assert [w.index for w in windows] == list(range(first_window, first_window + len(windows)))
+    announced = [e.index for e in body if isinstance(e, Predicting)]
+    assert announced == list(range(first_window, first_window + len(announced)))
+    for w in windows:
+        assert body.index(next(e for e in body if isinstance(e, Predicting) and e.index == w.index)) < body.index(w)
     progress = [e.frames_done for e in body if isinstance(e, Progress)]
     assert progress == sorted(progress)
     assert len(progress) == len(windows) or (killed and len(progress) == len(windows) - 1)
