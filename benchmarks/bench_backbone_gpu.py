@@ -54,11 +54,11 @@ class MemorySource:
         self.images = frames
         self.info = StreamInfo(f"memory:{footage[0]}x{footage[1]}", footage[0], footage[1], fps, len(frames))
 
-    def frames(self, geometry=None) -> Iterator[tuple[int, np.ndarray]]:
+    def frames(self, geometry=None, skip: int = 0) -> Iterator[tuple[int, np.ndarray]]:
         size = (self.images.shape[2], self.images.shape[1])
         if geometry is not None and tuple(geometry.size) != size:
             raise ValueError(f"frames were rendered at {size}, the backbone asks for {geometry.size}")
-        yield from enumerate(self.images)
+        yield from enumerate(self.images[skip:], start=skip)
 
 
 def render_stream(footage: tuple[int, int], size: tuple[int, int], num_frames: int) -> MemorySource:

@@ -1,0 +1,53 @@
+"""Every benchmark runs end to end at toy sizes, so interface changes cannot silently break
+the scripts whose figures the README reports (speed itself is measured by running them in full)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _bench(script: str, *args, timeout: int = 300) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *map(str, args)],
+                       capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def test_gpu_benchmark_code_path_on_cpu(fixtures_dir, tmp_path):
+    out = tmp_path / "gpu.json"
+    _bench("bench_backbone_gpu.py", "--device", "cpu", "--config", fixtures_dir / "pi3_tiny_config.json",
+           "--frames", 12, "--window", 6, "--overlap", 2, "--aspects", "4:3", "--json", out)
+    result = json.loads(out.read_text())["results"][0]
+    assert result["status"] == "complete" and result["windows"] == 3
+    assert result["input_size"] == [574, 434] and result["fps"] > 0 and result["network_fps"] > 0
+
+
+def test_memory_benchmark(tmp_path):
+    out = tmp_path / "memory.json"
+    _bench("bench_memory.py", "--frames", 12, 24, "--size", "64x48", "--json", out)
+    runs = json.loads(out.read_text())["runs"]
+    assert [r["frames"] for r in runs] == [12, 24] and all(r["status"] == "complete" for r in runs)
+    assert all(r["peak_rss_mb"] > 0 for r in runs)
+
+
+def test_registration_benchmark(tmp_path):
+    out = tmp_path / "registration.json"
+    _bench("bench_registration.py", "--size", "96x72", "--windows", 3, "--repeats", 1, "--json", out)
+    median = json.loads(out.read_text())["ms_per_frame_median"]
+    assert {"sim3_only", "sim3_plus_lsa", "lsa_segment", "lsa_match", "lsa_solve", "lsa_apply"} <= set(median)
+    assert all(v > 0 for v in median.values())
+
+
+@pytest.mark.parametrize("script,args", [
+    ("bench_backbone_cpu.py", ["--frames", 2, "--size", "56x42", "--repeats", 1]),
+    ("bench_blender_import.py", ["--points", 20_000, "--frames", 50, "--windows", 2]),
+])
+def test_small_benchmarks_run(script, args):
+    _bench(script, *args)
