@@ -51,3 +51,19 @@ def test_registration_benchmark(tmp_path):
 ])
 def test_small_benchmarks_run(script, args):
     _bench(script, *args)
+
+
+@pytest.mark.parametrize("script,args", [
+    ("render_readme.py", ["--samples", 1, "--size", 96, 54]),
+    ("figure_lsa.py", ["--size", "64x48", "--windows", 3]),
+])
+def test_readme_figure_scripts_draw_a_picture(script, args, tmp_path):
+    import cv2
+
+    out = tmp_path / "figure.png"
+    flag = "--out" if script == "figure_lsa.py" else "--output"
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / script), *map(str, args), flag, str(out)],
+                       capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-3000:]
+    image = cv2.imread(str(out))
+    assert image is not None and image.std() > 5  # a picture, not a blank canvas
