@@ -115,14 +115,6 @@ def rigid_align(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = N
     return R, mu_d - R @ mu_s
 
 
-def sim3_matrix(s: float, R: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """(4, 4) matrix of x -> s R x + t."""
-    T = np.eye(4)
-    T[:3, :3] = s * R
-    T[:3, 3] = t
-    return T
-
-
 def apply_sim3_to_poses(s: float, R: np.ndarray, t: np.ndarray, poses: np.ndarray) -> np.ndarray:
     """Map (N, 4, 4) camera-to-world poses through x -> s R x + t, keeping them rigid.
 
