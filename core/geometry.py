@@ -35,6 +35,26 @@ def unproject(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
     return np.stack([x * depth, y * depth, depth], axis=-1)
 
 
+def unproject_pixels(u: np.ndarray, v: np.ndarray, z: np.ndarray, K: np.ndarray,
+                     c2w: np.ndarray) -> np.ndarray:
+    """World points of individual pixels.
+
+    Args:
+        u, v: (P,) continuous pixel coordinates (pixel centres at +0.5).
+        z: (P,) z-depth.
+        K: (3, 3) intrinsics.
+        c2w: (4, 4) camera-to-world shared by all pixels, or (P, 4, 4) one per pixel.
+    Returns:
+        (P, 3) float64 world points.
+    """
+    z = np.asarray(z, np.float64)
+    cam = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], axis=-1)
+    c2w = np.asarray(c2w, np.float64)
+    if c2w.ndim == 2:
+        return cam @ c2w[:3, :3].T + c2w[:3, 3]
+    return np.einsum("nab,nb->na", c2w[:, :3, :3], cam) + c2w[:, :3, 3]
+
+
 def transform_points(T: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Apply a (4, 4) transform (rotation part may carry a scale) to (..., 3) points."""
     return points @ T[:3, :3].T.astype(points.dtype) + T[:3, 3].astype(points.dtype)

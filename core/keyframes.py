@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.geometry import unproject_pixels
 from core.types import AlignedWindow
 
 
@@ -87,10 +88,7 @@ def sample_points(depth: np.ndarray, keep: np.ndarray, K: np.ndarray, pose: np.n
     i, j = np.nonzero(keep)
     u = j * stride + stride // 2 + 0.5
     v = i * stride + stride // 2 + 0.5
-    z = depth[i, j].astype(np.float64)
-    cam = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], axis=1)
-    pose = pose.astype(np.float64)
-    return (cam @ pose[:3, :3].T + pose[:3, 3]).astype(np.float32)
+    return unproject_pixels(u, v, depth[i, j], K.astype(np.float64), pose).astype(np.float32)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.geometry import unproject_pixels
 from core.types import AlignedWindow
 
 
@@ -29,9 +30,4 @@ def select_points(win: AlignedWindow, quota: int, conf_percentile: float, seed: 
 
 def window_points(win: AlignedWindow, m: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """(n, 3) run-world points of window pixels ``(m, i, j)`` from depth, K and pose."""
-    K_inv = np.linalg.inv(np.asarray(win.K, np.float64))
-    z = win.depth[m, i, j].astype(np.float64)
-    pix = np.stack([j + 0.5, i + 0.5, np.ones_like(z)], axis=1)
-    cam = (pix @ K_inv.T) * z[:, None]
-    poses = np.asarray(win.poses, np.float64)[m]
-    return np.einsum("nab,nb->na", poses[:, :3, :3], cam) + poses[:, :3, 3]
+    return unproject_pixels(j + 0.5, i + 0.5, win.depth[m, i, j], np.asarray(win.K, np.float64), win.poses[m])

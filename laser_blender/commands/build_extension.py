@@ -40,7 +40,7 @@ BLENDER_MODULES = (
     "laser_blender/__init__.py", "laser_blender/protocol.py", "laser_blender/client.py",
     "laser_blender/scene.py", "laser_blender/points.py", "laser_blender/session.py",
     "laser_blender/blendfile.py",
-    "core/__init__.py", "core/rundir.py", "core/types.py",
+    "core/__init__.py", "core/geometry.py", "core/rundir.py", "core/types.py",
     "core/backbones/__init__.py", "core/backbones/base.py",
 )
 PYDANTIC_PLATFORM = ("manylinux2014_x86_64", "3.11", "cp311")
