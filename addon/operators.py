@@ -15,6 +15,8 @@ from bpy.props import BoolProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
 from pydantic import ValidationError
 
+from core.errors import UserError
+from core.run.manifest import RunStatus
 from laser_blender.client import WorkerClient, WorkerError
 from laser_blender.scene import import_run
 from laser_blender.session import ImportSession, SessionState
@@ -74,7 +76,7 @@ class LASER_OT_reconstruct(bpy.types.Operator):
         try:
             job = properties.make_job(settings, footage, run_dir, preferences.prefs(context).device, self.resume)
         except ValidationError as e:
-            return self._fail(context, "; ".join(err["msg"] for err in e.errors()))
+            return self._fail(context, properties.job_error(e))
         session = ImportSession(scene, WorkerClient(job, python=python, env=preferences.worker_env(context)),
                                 properties.scene_options(settings), report=self._reporter())
         try:
@@ -109,7 +111,7 @@ class LASER_OT_reconstruct(bpy.types.Operator):
         return report
 
     def _finish(self, scene, state: SessionState):
-        if state.status == "error":
+        if state.status == RunStatus.failed:
             LAST_ERROR[scene.name_full] = state.last_error
             return {"CANCELLED"}
         return {"FINISHED"}
@@ -147,13 +149,11 @@ class LASER_OT_import_run(bpy.types.Operator, ImportHelper):
     filter_glob: StringProperty(default="run.json", options={"HIDDEN"})
 
     def execute(self, context):
-        from core.rundir import RunDirError
-
         path = Path(bpy.path.abspath(self.filepath))
         run_dir = path.parent if path.name == "run.json" else path
         try:
             run = import_run(context.scene, run_dir, properties.scene_options(context.scene.laser))
-        except (RunDirError, KeyError) as e:
+        except UserError as e:
             self.report({"ERROR"}, f"Cannot import {run_dir}: {e}")
             return {"CANCELLED"}
         self.report({"INFO"}, f"Imported {run_dir.name}: {len(run.windows)} windows, {run.points:,} points")

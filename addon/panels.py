@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import bpy
 
-from . import operators
+from core.run.manifest import RunStatus
+
+from . import operators, properties
 
 
 def draw_panel(layout, context) -> None:
@@ -28,6 +30,10 @@ def draw_panel(layout, context) -> None:
     row.prop(settings, "overlap")
     box.prop(settings, "stride")
     box.prop(settings, "layer_align")
+    if settings.layer_align:
+        lsa = box.box().column(align=True)
+        for name in properties.LAYER_PROPERTIES:
+            lsa.prop(settings, f"lsa_{name}")
     box.prop(settings, "use_focal")
     sub = box.column(align=True)
     sub.prop(settings, "focal_mm")
@@ -45,11 +51,11 @@ def draw_panel(layout, context) -> None:
         row.operator(operators.LASER_OT_cancel.bl_idname, icon="CANCEL")
     else:
         row.operator(operators.LASER_OT_reconstruct.bl_idname, icon="PLAY")
-        if state and state.status in ("error", "cancelled"):
+        if state and state.status in (RunStatus.failed, RunStatus.cancelled):
             row.operator(operators.LASER_OT_reconstruct.bl_idname, text="Resume", icon="FILE_REFRESH").resume = True
     if state:
         layout.progress(factor=state.fraction, type="BAR", text=state.progress_text())
-        layout.label(text=f"{len(state.windows)} windows, {state.points:,} points ({state.status})")
+        layout.label(text=f"{len(state.windows)} windows, {state.points:,} points ({state.status_text})")
     error = operators.LAST_ERROR.get(context.scene.name_full)
     if error:
         err = layout.box()

@@ -1,4 +1,4 @@
-"""Tiny pi3 and VGGT on CPU: milliseconds per window through the engine adapter.
+"""Tiny pi3, VGGT and DA3 on CPU: milliseconds per window through the engine adapter.
 
 A regression check that needs no GPU: the tiny configurations of the reference
 fixtures (same module tree as the full networks, shrunk) with random weights, one
@@ -22,6 +22,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _results import save_results  # noqa: E402  (beside this script)
+
+from core.backbones import NETWORKS  # noqa: E402  (torch-free; after the path is set)
 
 
 def fixtures_dir() -> Path:
@@ -52,7 +56,7 @@ def bench(network: str, config: dict, frames: int, size: tuple[int, int], repeat
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--networks", nargs="+", default=["pi3", "vggt"], choices=["pi3", "vggt"])
+    ap.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
     ap.add_argument("--frames", type=int, default=8, help="frames per window")
     ap.add_argument("--size", default="112x84", help="WxH, multiples of 14")
     ap.add_argument("--repeats", type=int, default=5)
@@ -72,10 +76,8 @@ def main() -> int:
         "repeats": args.repeats,
         "results": [bench(n, configs[n], args.frames, (w, h), args.repeats) for n in args.networks],
     }
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    print(json.dumps(result, indent=1))
+    save_results(result, args.json)
     return 0
 
 

@@ -1,22 +1,27 @@
-"""Full-size pi3 inside the streaming engine on a GPU: end-to-end frames/s and peak GPU memory.
+"""Full-size backbones inside the streaming engine on a GPU: end-to-end frames/s and peak GPU memory.
 
-A synthetic 512-frame stream (the analytic scene of ``core.synthetic``, pre-rendered
-at pi3's input size so rendering is not timed) runs through
+For each backbone (default: pi3, VGGT and DA3-BASE, one after the other), a synthetic
+512-frame stream (the analytic scene of ``core.synthetic``, pre-rendered at the
+backbone's native input size so rendering is not timed) runs through
 :func:`core.engine.reconstruct` with 30-frame windows overlapping by 10: inference,
 registration, layer alignment and the run directory written to a temporary folder.
-The network is full-size pi3 with random weights (speed and memory do not depend on
+The networks are full size with random weights (speed and memory do not depend on
 the values), loaded like a real checkpoint: trunk Linear/Conv weights in bfloat16
 (float16 before Ampere), heads float32, autocast.
 
-Each footage aspect (16:9 at 1920x1080 -> 672x378, 4:3 at 1440x1080 -> 574x434)
-reports ``fps`` (end-to-end) and ``network_fps`` (the windows through the backbone
-alone), and ``peak_gpu_mb`` from ``torch.cuda.max_memory_allocated`` (weights
-included). Anchor: LASER reports 14 FPS at 6 GB peak on an RTX A6000.
+Each footage aspect (16:9 at 1920x1080, 4:3 at 1440x1080; pi3 672x378 and 574x434,
+VGGT 518x294 and 518x392, DA3 504x280 and 504x378) reports ``fps`` (end-to-end) and
+``network_fps`` (the windows through the backbone alone), and ``peak_gpu_mb`` from
+``torch.cuda.max_memory_allocated`` (weights included). Anchor: LASER reports 14 FPS
+at 6 GB peak on an RTX A6000 with pi3.
 
-    .venv/bin/python benchmarks/bench_backbone_gpu.py [--frames 512] [--json out.json]
+    .venv/bin/python benchmarks/bench_backbone_gpu.py [--backbones pi3 vggt da3] [--frames 512] [--json out.json]
 
 Without CUDA it exits with status 2 and says so. ``--device cpu --config
-tiny_config.json --frames 40`` runs the same code path on CPU as a smoke test.
+pi3_tiny_config.json --frames 40`` runs the same code path on CPU as a smoke test: a
+``--config`` file (repeatable, the fixtures' ``*_tiny_config.json`` schema) sizes the
+backbones of the network its ``model`` entry names ("pi3-tiny ...", "da3-tiny ..."),
+and with configs the backbones default to those networks.
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -35,16 +39,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _results import save_results  # noqa: E402  (beside this script)
+
+from core.run.manifest import SourceInfo  # noqa: E402
+
 FOOTAGE = {"16:9": (1920, 1080), "4:3": (1440, 1080)}
-
-
-@dataclass(frozen=True)
-class StreamInfo:
-    path: str
-    width: int
-    height: int
-    fps: float
-    num_frames: int
+DEFAULT_BACKBONES = ("pi3", "vggt", "da3")
 
 
 class MemorySource:
@@ -52,7 +52,8 @@ class MemorySource:
 
     def __init__(self, frames: np.ndarray, footage: tuple[int, int], fps: float) -> None:
         self.images = frames
-        self.info = StreamInfo(f"memory:{footage[0]}x{footage[1]}", footage[0], footage[1], fps, len(frames))
+        self.info = SourceInfo(path=f"memory:{footage[0]}x{footage[1]}", width=footage[0], height=footage[1],
+                               fps=fps, num_frames=len(frames))
 
     def frames(self, geometry=None, skip: int = 0) -> Iterator[tuple[int, np.ndarray]]:
         size = (self.images.shape[2], self.images.shape[1])
@@ -91,11 +92,12 @@ def network_only(backbone, source: MemorySource, window: int, overlap: int) -> f
 
 def run_engine(backbone, source: MemorySource, window: int, overlap: int, workdir: Path) -> tuple[str, float]:
     """The whole streaming engine on ``source``; (status, seconds)."""
-    from core.engine import EngineConfig, reconstruct
+    from core.engine import reconstruct
+    from core.run.settings import EngineSettings
 
     synchronize(backbone.device)
     t0 = time.perf_counter()
-    status = reconstruct(source, backbone, workdir / "run", EngineConfig(window=window, overlap=overlap))
+    status = reconstruct(source, backbone, workdir / "run", EngineSettings(window=window, overlap=overlap))
     synchronize(backbone.device)
     return status, time.perf_counter() - t0
 
@@ -136,7 +138,36 @@ def bench_aspect(backbone, aspect: str, frames: int, window: int, overlap: int) 
     }
 
 
+def bench_backbone(name: str, config_name: str | None, config: dict | None, args) -> tuple[dict, list[dict]]:
+    """Load one backbone (random weights), run every aspect, free it; (backbone info, per-aspect results)."""
+    import torch
+
+    from core.backbones.adapter import load_backbone
+
+    t0 = time.perf_counter()
+    backbone = load_backbone(name, "random", device=args.device, dtype=args.dtype, config=config)
+    load_s = time.perf_counter() - t0
+    cuda = backbone.device.type == "cuda"
+    info = {
+        "backbone": name,
+        "network": f"{name} full size (random weights)" if config is None else f"{name} config {config_name}",
+        "parameters": sum(p.numel() for p in backbone.model.parameters()),
+        "compute_dtype": str(backbone.amp_dtype or torch.float32).removeprefix("torch."),
+        "load_seconds": round(load_s, 1),
+        "weights_gpu_mb": round(torch.cuda.memory_allocated(backbone.device) / 2**20, 1) if cuda else None,
+    }
+    results = [
+        {"backbone": name, **bench_aspect(backbone, a, args.frames, args.window, args.overlap)} for a in args.aspects
+    ]
+    del backbone
+    if cuda:
+        torch.cuda.empty_cache()
+    return info, results
+
+
 def main() -> int:
+    from core.backbones import NETWORK_BACKBONES
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=512)
     ap.add_argument("--window", type=int, default=30)
@@ -144,7 +175,10 @@ def main() -> int:
     ap.add_argument("--aspects", nargs="+", default=list(FOOTAGE), choices=list(FOOTAGE))
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    ap.add_argument("--config", type=Path, help="network config JSON (default: full size)")
+    ap.add_argument("--backbones", nargs="+", choices=list(NETWORK_BACKBONES),
+                    help="default: pi3 vggt da3 (DA3-BASE), or those of them whose network a --config sizes")
+    ap.add_argument("--config", type=Path, action="append", default=[],
+                    help="network config JSON, repeatable (default: full size)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
 
@@ -155,30 +189,24 @@ def main() -> int:
               "(or run a CPU smoke test: --device cpu --config <tiny config> --frames 40).", file=sys.stderr)
         return 2
 
-    from core.backbones.adapter import load_backbone
-
-    config = json.loads(args.config.read_text()) if args.config else None
-    t0 = time.perf_counter()
-    backbone = load_backbone("pi3", "random", device=args.device, dtype=args.dtype, config=config)
-    load_s = time.perf_counter() - t0
-    cuda = backbone.device.type == "cuda"
-    weights_mb = round(torch.cuda.memory_allocated(backbone.device) / 2**20, 1) if cuda else None
+    configs = {}
+    for path in args.config:
+        config = json.loads(path.read_text())
+        configs[str(config.get("model", "")).split("-", 1)[0]] = (path.name, config)
+    backbones = args.backbones or [b for b in DEFAULT_BACKBONES if not configs or NETWORK_BACKBONES[b].network in configs]
+    runs = [bench_backbone(b, *configs.get(NETWORK_BACKBONES[b].network, (None, None)), args) for b in backbones]
+    cuda = torch.device(args.device).type == "cuda"
     result = {
-        "benchmark": "pi3 backbone in the streaming engine",
-        "device": torch.cuda.get_device_name(backbone.device) if cuda else "cpu",
+        "benchmark": "backbones in the streaming engine",
+        "device": torch.cuda.get_device_name(args.device) if cuda else "cpu",
         "torch": torch.__version__,
-        "network": "pi3 full size (random weights)" if config is None else f"pi3 config {args.config.name}",
-        "compute_dtype": str(backbone.amp_dtype or torch.float32).removeprefix("torch."),
         "window": args.window,
         "overlap": args.overlap,
-        "load_seconds": round(load_s, 1),
-        "weights_gpu_mb": weights_mb,
-        "results": [bench_aspect(backbone, a, args.frames, args.window, args.overlap) for a in args.aspects],
+        "backbones": [info for info, _ in runs],
+        "results": [r for _, aspects in runs for r in aspects],
     }
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    print(json.dumps(result, indent=1))
+    save_results(result, args.json)
     return 0
 
 

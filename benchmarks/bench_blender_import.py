@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.backbones.base import InputGeometry
-from core.rundir import RunWriter
-from core.types import AlignedWindow
+from core.run.arrays import AlignedWindow
+from core.run.manifest import InputGeometry, PredictionsMeta, RunManifest, SourceInfo
+from core.run.rundir import RunDir, RunWriter
 
 
 def make_windows(frames: int, windows: int, points: int) -> tuple[list[AlignedWindow], tuple[int, int]]:
@@ -62,16 +62,15 @@ def main() -> None:
 
     wins, (w, h) = make_windows(args.frames, args.windows, args.points)
     with tempfile.TemporaryDirectory() as tmp:
-        writer = RunWriter(Path(tmp) / "bench", fps=24.0)
-        writer.start({"source": {"num_frames": args.frames}})
+        writer = RunWriter(RunDir(Path(tmp) / "bench"), fps=24.0)
+        writer.start(RunManifest(source=SourceInfo(num_frames=args.frames)))
         geometry = InputGeometry.resize_only((w, h), (w, h))
-        writer.write_meta({"window": 1000, "overlap": 0, "height": h, "width": w,
-                           "geometry": geometry.as_dict(), "fps": 24.0})
+        writer.write_meta(PredictionsMeta(window=1000, overlap=0, height=h, width=w, geometry=geometry, fps=24.0))
         bpy.ops.wm.read_factory_settings(use_empty=True)
         scene = bpy.context.scene
 
         t0 = time.perf_counter()
-        run = RunScene.open(scene, writer.root, SceneOptions(point_budget=args.points))
+        run = RunScene.open(scene, writer.run.root, SceneOptions(point_budget=args.points))
         for win in wins:
             run.add_window(win)
         t_import = time.perf_counter() - t0

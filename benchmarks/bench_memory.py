@@ -25,13 +25,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_once(frames: int, width: int, height: int, layer_align: bool, workdir: Path) -> dict:
     sys.path.insert(0, str(ROOT))
-    from core.engine import EngineConfig, reconstruct
+    from core.engine import reconstruct
+    from core.run.settings import EngineSettings
     from core.synthetic import Scene, SceneConfig, SyntheticBackbone, SyntheticSource
 
     scene = Scene(SceneConfig(width=width, height=height, num_frames=frames))
     t0 = time.perf_counter()
     status = reconstruct(SyntheticSource(scene), SyntheticBackbone(scene), workdir / "run",
-                         EngineConfig(window=30, overlap=10, layer_align=layer_align))
+                         EngineSettings(window=30, overlap=10, layer_align=layer_align))
     return {"frames": frames, "status": status, "seconds": round(time.perf_counter() - t0, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "disk_gb": round(sum(p.stat().st_size for p in (workdir / "run").rglob("*") if p.is_file()) / 1e9, 2)}

@@ -17,7 +17,6 @@ Run it pinned to one core (``taskset -c 1 ...``) on a busy machine and read the 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -29,11 +28,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.keyframes import KeyframeMemory  # noqa: E402
-from core.layer_align import align_layers  # noqa: E402
+from _results import save_results  # noqa: E402  (beside this script)
+
+from core.layer_align import LayerAligner  # noqa: E402
 from core.registration import register_window  # noqa: E402
 from core.synthetic import Scene, SceneConfig, SyntheticBackbone, SyntheticNoise  # noqa: E402
-from core.types import LayerAlignInput  # noqa: E402
 
 STAGES = ("segment", "match", "solve", "memory", "apply")
 
@@ -49,20 +48,16 @@ def predict_windows(width: int, height: int, window: int, overlap: int, count: i
 def time_stream(preds: list, overlap: int, layer_align: bool) -> tuple[list[float], list[dict[str, float]]]:
     """Seconds per window (windows after the first) and LSA's split per window."""
     splits: list[dict[str, float]] = []
-
-    def refine(inp: LayerAlignInput) -> np.ndarray:
-        result = align_layers(inp)
-        splits.append(result.timings)
-        return result.depth
-
     seconds, reference, K = [], None, None
-    memory = KeyframeMemory() if layer_align else None
+    aligner = LayerAligner() if layer_align else None
     for index, pred in enumerate(preds):
         t0 = time.perf_counter()
         result, K = register_window(index, pred, overlap=overlap, K=K, reference=reference, conf_keep=0.5,
-                                    refine=refine if layer_align else None, memory=memory)
-        if memory is not None:
-            memory.add_window(result.window)
+                                    refiner=aligner)
+        if aligner is not None:
+            aligner.observe(result.window)
+            if aligner.last is not None and index > 0:
+                splits.append(aligner.last.timings)
         if index > 0:
             seconds.append(time.perf_counter() - t0)
         reference = result.reference
@@ -115,10 +110,7 @@ def main() -> None:
         print(f"{'  LSA ' + k:28s} {r['lsa_' + k]:10.2f}")
     print(f"{'  LSA total':28s} {r['lsa']:10.2f}")
     print(f"{'Sim(3) + LSA':28s} {r['sim3_plus_lsa']:10.2f}   (target <= 30; reference LSA alone ~375)")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
-        print(f"wrote {args.json}")
+    save_results(results, args.json)
 
 
 if __name__ == "__main__":

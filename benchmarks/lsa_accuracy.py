@@ -22,7 +22,6 @@ Prints a table and writes JSON (``--json``):
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -35,7 +34,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.engine import EngineConfig, align, reconstruct  # noqa: E402
+from _results import save_results  # noqa: E402  (beside this script)
+
+from core.engine import align, reconstruct  # noqa: E402
+from core.run.settings import EngineSettings  # noqa: E402
 from core.synthetic import Scene, SceneConfig, SyntheticBackbone, SyntheticNoise, SyntheticSource, render_clip  # noqa: E402
 from laser_blender.evaluate import evaluate_run  # noqa: E402
 
@@ -58,7 +60,7 @@ def summary(metrics: dict) -> dict[str, float]:
             "per_layer_std": metrics["layer_log_ratio_std"]}
 
 
-def compare(scene: Scene, gt_dir: Path, noise: SyntheticNoise, workdir: Path, config: EngineConfig) -> dict:
+def compare(scene: Scene, gt_dir: Path, noise: SyntheticNoise, workdir: Path, config: EngineSettings) -> dict:
     """Run one stream with LSA and re-register its predictions without; score both.
 
     Returns ``{"sim3": summary, "lsa": summary, "seconds": {...}}``.
@@ -67,9 +69,9 @@ def compare(scene: Scene, gt_dir: Path, noise: SyntheticNoise, workdir: Path, co
     c = scene.config
     t0 = time.perf_counter()
     status = reconstruct(SyntheticSource(scene, c.num_frames), SyntheticBackbone(scene, noise, (c.width, c.height)),
-                         lsa_run, replace(config, layer_align=True, save_predictions=True))
+                         lsa_run, config.model_copy(update={"layer_align": True, "save_predictions": True}))
     t1 = time.perf_counter()
-    status_sim3 = align(lsa_run / "predictions", sim3_run, replace(config, layer_align=False))
+    status_sim3 = align(lsa_run / "predictions", sim3_run, config.model_copy(update={"layer_align": False}))
     t2 = time.perf_counter()
     if (status, status_sim3) != ("complete", "complete"):
         raise RuntimeError(f"runs did not complete: {status}, {status_sim3}")
@@ -88,7 +90,7 @@ def run_study(seeds: list[int], windows: int, size: tuple[int, int], window: int
     config = SceneConfig(width=size[0], height=size[1], num_frames=frames)
     scene = Scene(config)
     _, gt_dir = render_clip(workdir / "clip", config)
-    engine = EngineConfig(window=window, overlap=overlap)
+    engine = EngineSettings(window=window, overlap=overlap)
     results: dict = {"setup": {"seeds": seeds, "windows": windows, "frames": frames, "size": list(size),
                                "window": window, "overlap": overlap}, "scenarios": {}}
     for name in scenarios:
@@ -133,10 +135,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lsa_accuracy_") as tmp:
         results = run_study(args.seeds, args.windows, size, args.window, args.overlap, Path(tmp), args.scenarios)
     print_table(results)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
-        print(f"wrote {args.json}")
+    save_results(results, args.json)
 
 
 if __name__ == "__main__":

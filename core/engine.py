@@ -9,72 +9,32 @@ continues from the last finished window.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 
 from core import events
-from core.backbones.base import Backbone, InputGeometry
-from core.keyframes import KeyframeMemory
+from core.backbones.base import Backbone
 from core.registration import DepthRefiner, Reference, register_window
-from core.rundir import (
-    RunDirError, RunWriter, iter_aligned, iter_predictions, read_predictions_meta, rewrite_trajectory,
-)
-from core.types import AlignedWindow, LayerAlignInput
+from core.run.files import RunDirError
+from core.run.manifest import InputGeometry, PredictionsMeta, RunManifest, RunStatus, SourceInfo
+from core.run.rundir import PredictionsDir, RunDir, RunWriter
+from core.run.settings import EngineSettings
 
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[events.Event], None]
 
 
-@dataclass
-class EngineConfig:
-    """Streaming settings.
-
-    Attributes:
-        window: frames per window.
-        overlap: frames shared by consecutive windows (0 <= overlap < window; >= 1 to register).
-        conf_keep: share of most confident pixels kept per frame.
-        layer_align: run layer-wise scale alignment after the Sim(3).
-        focal_px: known focal length in footage pixels (overrides the estimate).
-        queue_size: predicted windows allowed to wait for registration.
-        save_predictions: keep the raw backbone output in ``predictions/``.
-    """
-
-    window: int = 30
-    overlap: int = 10
-    conf_keep: float = 0.5
-    layer_align: bool = True
-    focal_px: float | None = None
-    queue_size: int = 2
-    save_predictions: bool = True
-
-    def __post_init__(self) -> None:
-        if self.window < 2:
-            raise ValueError(f"window must be at least 2 frames, got {self.window}")
-        if not 1 <= self.overlap < self.window:
-            raise ValueError(f"overlap must be between 1 and window-1 ({self.window - 1}), got {self.overlap}")
-        if not 0 < self.conf_keep <= 1:
-            raise ValueError(f"conf_keep must be in (0, 1], got {self.conf_keep}")
-        if self.focal_px is not None and self.focal_px <= 0:
-            raise ValueError(f"focal length must be positive, got {self.focal_px}")
-
-    @property
-    def step(self) -> int:
-        return self.window - self.overlap
-
-
 class FrameSourceLike(Protocol):
     """What the engine needs of a frame source (see ``core.frames``)."""
 
-    info: Any  # .width, .height, .fps, .num_frames, .path
+    info: SourceInfo  # path, width, height, fps, num_frames
 
     def frames(self, geometry: InputGeometry | None = None, skip: int = 0) -> Iterator[tuple[int, np.ndarray]]: ...
 
@@ -112,32 +72,26 @@ def iter_windows(items: Iterable[tuple[int, np.ndarray]], window: int, overlap: 
         yield index, buf
 
 
-def layer_refiner(config: EngineConfig) -> DepthRefiner | None:
-    """The layer-wise scale alignment hook for ``config`` (None when switched off)."""
-    if not config.layer_align:
+def depth_refiner(settings: EngineSettings) -> DepthRefiner | None:
+    """The depth refiner ``settings`` ask for: layer-wise scale alignment, or None when it is off."""
+    if not settings.layer_align:
         return None
-    from core.layer_align import align_layers
+    from core.layer_align import LayerAligner
 
-    def refine(inp: LayerAlignInput) -> np.ndarray:
-        return align_layers(inp).depth
-
-    return refine
+    return LayerAligner(settings.layer)
 
 
 # --------------------------------------------------------------------------- consumer
 
-@dataclass
 class _State:
-    """Registration state carried from window to window.
+    """Registration state carried from window to window."""
 
-    ``memory`` holds keyframes of the registered frames for layer alignment (None
-    when it is off).
-    """
-
-    K: np.ndarray | None = None
-    reference: Reference | None = None
-    frames_done: int = 0
-    memory: KeyframeMemory | None = None
+    def __init__(self, refiner: DepthRefiner | None):
+        self.K: np.ndarray | None = None
+        self.reference: Reference | None = None
+        self.windows_done = 0
+        self.frames_done = 0
+        self.refiner = refiner
 
 
 class _Failure:
@@ -148,43 +102,39 @@ class _Failure:
 _END = object()
 
 
-def _register_stream(next_item: Callable[[], Any], writer: RunWriter, config: EngineConfig, state: _State,
+def _register_stream(next_item: Callable[[], Any], writer: RunWriter, settings: EngineSettings, state: _State,
                      focal_pred: float | None, emit: EventSink, cancel: threading.Event,
-                     total_frames: int | None) -> str:
+                     total_frames: int | None) -> RunStatus:
     """Register windows as ``next_item()`` hands them over and write them.
 
     ``next_item`` returns ``(index, prediction)``, ``_END``, a ``_Failure``, or None
-    when cancelled while waiting. Returns "complete" or "cancelled".
+    when cancelled while waiting. Returns complete or cancelled.
     """
-    refine = layer_refiner(config)
-    if refine is None:
-        state.memory = None
-    elif state.memory is None:
-        state.memory = KeyframeMemory()
     t0, done_here = time.perf_counter(), 0
     while not cancel.is_set():
         item = next_item()
         if item is None:
             break
         if item is _END:
-            return "complete"
+            return RunStatus.complete
         if isinstance(item, _Failure):
             raise item.error
         index, pred = item
         result, state.K = register_window(
-            index, pred, overlap=config.overlap, K=state.K, reference=state.reference,
-            conf_keep=config.conf_keep, focal_px=focal_pred, refine=refine, memory=state.memory)
+            index, pred, overlap=settings.overlap, K=state.K, reference=state.reference,
+            conf_keep=settings.conf_keep, focal_px=focal_pred, refiner=state.refiner)
         path = writer.write_aligned(result.window)
         state.reference = result.reference
-        if state.memory is not None:
-            state.memory.add_window(result.window)
+        if state.refiner is not None:
+            state.refiner.observe(result.window)
+        state.windows_done = index + 1
         state.frames_done += len(result.window)
         done_here += len(result.window)
         emit(events.WindowDone(index=index, frames=result.window.frames.tolist(), path=path))
         fps = done_here / max(time.perf_counter() - t0, 1e-9)
         eta = (max(total_frames - state.frames_done, 0) / fps) if total_frames and fps > 0 else None
         emit(events.Progress(frames_done=state.frames_done, total_frames=total_frames, fps=fps, eta_s=eta))
-    return "cancelled"
+    return RunStatus.cancelled
 
 
 def _queue_reader(q: "queue.Queue", cancel: threading.Event, writer: RunWriter,
@@ -217,7 +167,7 @@ def _serialised(sink: EventSink | None) -> EventSink:
     return emit
 
 
-def _producer(source: FrameSourceLike, geometry: InputGeometry, backbone: Backbone, config: EngineConfig,
+def _producer(source: FrameSourceLike, geometry: InputGeometry, backbone: Backbone, settings: EngineSettings,
               out: "queue.Queue", stop: threading.Event, first_window: int, emit: EventSink) -> None:
     def put(item) -> bool:
         while not stop.is_set():
@@ -229,8 +179,8 @@ def _producer(source: FrameSourceLike, geometry: InputGeometry, backbone: Backbo
         return False
 
     try:
-        stream = source.frames(geometry, skip=first_window * config.step)
-        for index, items in iter_windows(stream, config.window, config.overlap, first_window):
+        stream = source.frames(geometry, skip=first_window * settings.step)
+        for index, items in iter_windows(stream, settings.window, settings.overlap, first_window):
             if stop.is_set():
                 return
             frames = np.array([i for i, _ in items], dtype=np.int64)
@@ -245,135 +195,127 @@ def _producer(source: FrameSourceLike, geometry: InputGeometry, backbone: Backbo
 
 # --------------------------------------------------------------------------- resume
 
-def _load_resume_state(run_dir: Path, overlap: int) -> tuple[_State, int]:
-    """State after the last finished window on disk, and the next window index."""
-    windows: list[AlignedWindow] = list(iter_aligned(run_dir))
+def _resume_state(run: RunDir, state: _State, overlap: int) -> int:
+    """Restore ``state`` after the last finished window on disk; returns the next window index."""
+    windows = list(run.iter_aligned())
     if not windows:
-        return _State(), 0
+        return 0
     for expected, win in enumerate(windows):
         if win.index != expected:
-            raise RunDirError(f"{run_dir}/aligned is missing window {expected}; cannot resume")
-    tail: list[AlignedWindow] = []
-    count = 0
+            raise RunDirError(f"{run.aligned_dir} is missing window {expected}; cannot resume")
+    tail, count = [], 0
     for win in reversed(windows):
         tail.insert(0, win)
         count += len(win)
         if count >= overlap:
             break
-    cat = lambda name: np.concatenate([getattr(w, name) for w in tail])[-overlap:]  # noqa: E731
-    depth = cat("depth")
-    sim3_depth = None
-    if all("layer_scale" in w.extras for w in tail):
-        factor = np.concatenate([w.extras["layer_scale"] for w in tail])[-overlap:].astype(np.float32)
-        sim3_depth = depth / np.where(factor > 0, factor, 1.0)
-    ref = Reference(frames=cat("frames"), poses=cat("poses").astype(np.float64),
-                    depth=depth, mask=cat("mask"), sim3_depth=sim3_depth)
-    memory = KeyframeMemory()
-    for win in windows:
-        memory.add_window(win)
-    state = _State(K=windows[-1].K.astype(np.float64), reference=ref,
-                   frames_done=sum(len(w) for w in windows), memory=memory)
-    return state, windows[-1].index + 1
+    state.reference = Reference.from_windows(tail, overlap)
+    state.K = windows[-1].K.astype(np.float64)
+    state.windows_done = len(windows)
+    state.frames_done = sum(len(w) for w in windows)
+    if state.refiner is not None:
+        state.refiner.restore(windows)
+    return len(windows)
 
 
 # --------------------------------------------------------------------------- entry points
 
-def _focal_in_prediction_pixels(config: EngineConfig, geometry: InputGeometry) -> float | None:
-    if config.focal_px is None:
+def _focal_in_prediction_pixels(settings: EngineSettings, geometry: InputGeometry) -> float | None:
+    if settings.focal_px is None:
         return None
-    return config.focal_px * geometry.resized[0] / geometry.footage[0]
+    return settings.focal_px * geometry.resized[0] / geometry.footage[0]
 
 
-def reconstruct(source: FrameSourceLike, backbone: Backbone, run_dir: Path, config: EngineConfig, *,
+def _run_stream(writer: RunWriter, settings: EngineSettings, state: _State, geometry: InputGeometry,
+                next_item: Callable[[], Any], emit: EventSink, cancel: threading.Event,
+                total_frames: int | None) -> RunStatus:
+    """Register the stream; on an error mark the run failed (keeping every finished window) and re-raise."""
+    try:
+        status = _register_stream(next_item, writer, settings, state, _focal_in_prediction_pixels(settings, geometry),
+                                  emit, cancel, total_frames)
+    except BaseException as e:
+        writer.finish(RunStatus.failed, error=f"{type(e).__name__}: {e}")
+        raise
+    writer.finish(status)
+    return status
+
+
+def reconstruct(source: FrameSourceLike, backbone: Backbone, run_dir: Path, settings: EngineSettings, *,
                 on_event: EventSink | None = None, cancel: threading.Event | None = None,
-                resume: bool = False, run_info: dict[str, Any] | None = None) -> str:
+                resume: bool = False, job: dict[str, Any] | None = None) -> RunStatus:
     """Stream ``source`` through ``backbone`` and write a run directory.
 
-    Returns "complete" or "cancelled" (run.json says the same). On an error run.json
-    is marked failed (keeping every finished window) and the error is re-raised.
+    Args:
+        job: the job as given (recorded in run.json so a resume or re-run can repeat it).
+    Returns:
+        complete or cancelled (run.json says the same). On an error run.json is
+        marked failed (keeping every finished window) and the error is re-raised.
     """
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     emit = _serialised(on_event)
     cancel = cancel or threading.Event()
     info = source.info
     geometry = backbone.input_geometry((info.width, info.height))
-    writer = RunWriter(run_dir, fps=info.fps)
+    writer = RunWriter(run, fps=info.fps)
+    if backbone.licence:
+        emit(events.Notice(backbone.licence))
 
-    state, first_window = _State(), 0
+    state, first_window = _State(depth_refiner(settings)), 0
     if resume:
-        if (run_dir / "predictions" / "meta.json").exists():
-            meta = read_predictions_meta(run_dir / "predictions")
-            if (meta.window, meta.overlap) != (config.window, config.overlap):
+        if run.predictions.meta_path.exists():
+            meta = run.predictions.read_meta()
+            if (meta.window, meta.overlap) != (settings.window, settings.overlap):
                 raise RunDirError(f"cannot resume {run_dir}: it was made with window {meta.window}, "
                                   f"overlap {meta.overlap}; pass the same values")
-        state, first_window = _load_resume_state(run_dir, config.overlap)
-        rewrite_trajectory(run_dir, info.fps)
+        first_window = _resume_state(run, state, settings.overlap)
+        run.rewrite_trajectory(info.fps)
 
     w, h = geometry.size
-    meta = {"window": config.window, "overlap": config.overlap, "height": h, "width": w,
-            "fps": info.fps, "geometry": geometry.as_dict(), "backbone": getattr(backbone, "name", "?")}
-    writer.write_meta(meta)
-    writer.start({
-        "source": {"path": str(info.path), "width": info.width, "height": info.height,
-                   "fps": info.fps, "num_frames": info.num_frames},
-        "settings": dataclasses.asdict(config),
-        "backbone": getattr(backbone, "name", type(backbone).__name__),
-        "geometry": geometry.as_dict(),
-        **(run_info or {}),
-    }, resume=resume and first_window > 0)
-    if resume and first_window > 0:
-        writer.update(windows_done=first_window, frames_done=state.frames_done)
-    emit(events.Started(total_frames=info.num_frames, fps=info.fps, width=info.width,
-                        height=info.height, pred_width=w, pred_height=h))
+    writer.write_meta(PredictionsMeta(window=settings.window, overlap=settings.overlap, height=h, width=w,
+                                      fps=info.fps, backbone=backbone.name, geometry=geometry))
+    writer.start(RunManifest(
+        source=info,
+        settings=settings, backbone=backbone.name, geometry=geometry, job=job,
+        windows_done=state.windows_done, frames_done=state.frames_done,
+        last_frame=int(state.reference.frames[-1]) if state.reference is not None else None,
+    ), resume=first_window > 0)
+    emit(events.Started(total_frames=info.num_frames, fps=info.fps, width=info.width, height=info.height,
+                        pred_width=w, pred_height=h, windows_done=state.windows_done,
+                        frames_done=state.frames_done))
 
-    q: queue.Queue = queue.Queue(maxsize=max(1, config.queue_size))
+    q: queue.Queue = queue.Queue(maxsize=max(1, settings.queue_size))
     stop = threading.Event()
     producer = threading.Thread(target=_producer, name="laser-inference", daemon=True,
-                                args=(source, geometry, backbone, config, q, stop, first_window, emit))
+                                args=(source, geometry, backbone, settings, q, stop, first_window, emit))
     producer.start()
     try:
-        status = _register_stream(_queue_reader(q, cancel, writer, config.save_predictions), writer, config,
-                                  state, _focal_in_prediction_pixels(config, geometry), emit, cancel,
-                                  info.num_frames)
-    except BaseException as e:
-        stop.set()
-        writer.finish("failed", error=f"{type(e).__name__}: {e}")
-        raise
+        return _run_stream(writer, settings, state, geometry,
+                           _queue_reader(q, cancel, writer, settings.save_predictions), emit, cancel,
+                           info.num_frames)
     finally:
         stop.set()
         producer.join(timeout=0.5 if cancel.is_set() else 5.0)
-    writer.finish(status)
-    return status
 
 
-def align(pred_dir: Path, run_dir: Path, config: EngineConfig, *, on_event: EventSink | None = None,
-          cancel: threading.Event | None = None) -> str:
+def align(pred_dir: Path, run_dir: Path, settings: EngineSettings, *, on_event: EventSink | None = None,
+          cancel: threading.Event | None = None) -> RunStatus:
     """Re-register a ``predictions/`` directory (ours or another tool's) into ``run_dir``.
 
-    Window and overlap come from ``pred_dir/meta.json``; ``config`` supplies the rest.
+    Window and overlap come from ``pred_dir/meta.json``; ``settings`` supplies the rest.
     """
-    pred_dir, run_dir = Path(pred_dir), Path(run_dir)
-    meta = read_predictions_meta(pred_dir)
-    config = dataclasses.replace(config, window=meta.window, overlap=meta.overlap, save_predictions=False)
-    fps = meta.extra.get("fps")
-    writer = RunWriter(run_dir, fps=fps)
-    if pred_dir.resolve() != writer.predictions_dir.resolve():
-        writer.write_meta(meta.as_dict())
-    geometry = InputGeometry.from_dict(meta.extra["geometry"]) if "geometry" in meta.extra else \
-        InputGeometry.resize_only((meta.width, meta.height), (meta.width, meta.height))
-    writer.start({"source": {"predictions": str(pred_dir)}, "settings": dataclasses.asdict(config),
-                  "backbone": meta.extra.get("backbone", "external"), "geometry": geometry.as_dict()})
+    predictions, run = PredictionsDir(pred_dir), RunDir(run_dir)
+    meta = predictions.read_meta()
+    settings = settings.model_copy(update={"window": meta.window, "overlap": meta.overlap,
+                                           "save_predictions": False})
+    writer = RunWriter(run, fps=meta.fps)
+    if predictions.path.resolve() != run.predictions.path.resolve():
+        writer.write_meta(meta)
+    geometry = meta.geometry or InputGeometry.resize_only((meta.width, meta.height), (meta.width, meta.height))
+    writer.start(RunManifest(source=SourceInfo(predictions=str(predictions.path), fps=meta.fps),
+                             settings=settings, backbone=meta.backbone or "external", geometry=geometry))
     emit = on_event or (lambda e: None)
-    emit(events.Started(total_frames=None, fps=fps, width=geometry.footage[0], height=geometry.footage[1],
-                        pred_width=meta.width, pred_height=meta.height))
-    try:
-        windows = iter_predictions(pred_dir)
-        status = _register_stream(lambda: next(windows, _END), writer, config, _State(),
-                                  _focal_in_prediction_pixels(config, geometry), emit,
-                                  cancel or threading.Event(), None)
-    except BaseException as e:
-        writer.finish("failed", error=f"{type(e).__name__}: {e}")
-        raise
-    writer.finish(status)
-    return status
-
+    emit(events.Started(total_frames=None, fps=meta.fps, width=geometry.footage[0], height=geometry.footage[1],
+                        pred_width=meta.width, pred_height=meta.height, windows_done=0, frames_done=0))
+    windows = iter(predictions)
+    return _run_stream(writer, settings, _State(depth_refiner(settings)), geometry, lambda: next(windows, _END),
+                       emit, cancel or threading.Event(), None)

@@ -8,12 +8,16 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Started:
+    """Frames are about to stream; ``windows_done``/``frames_done`` are already on disk (a resumed run)."""
+
     total_frames: int | None
     fps: float | None
     width: int
     height: int
     pred_width: int
     pred_height: int
+    windows_done: int = 0
+    frames_done: int = 0
 
 
 @dataclass(frozen=True)
@@ -41,8 +45,10 @@ class Progress:
 
 
 @dataclass(frozen=True)
-class Warning:  # noqa: A001 - mirrors the protocol's event name
+class Notice:
+    """Something the user should know that does not stop the run (the weights' licence)."""
+
     message: str
 
 
-Event = Started | Predicting | WindowDone | Progress | Warning
+Event = Notice | Started | Predicting | WindowDone | Progress

@@ -18,14 +18,14 @@ from __future__ import annotations
 import math
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import cv2
 import numpy as np
 
-from core.backbones.base import InputGeometry
+from core.errors import UserError
+from core.run.manifest import InputGeometry, SourceInfo
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 
@@ -35,32 +35,8 @@ _COUNT_SLACK_FRAMES = 2
 _COUNT_SLACK_FRACTION = 0.01
 
 
-class FrameSourceError(ValueError):
+class FrameSourceError(UserError):
     """The input footage is missing, unreadable, empty or inconsistent."""
-
-
-@dataclass(frozen=True)
-class SourceInfo:
-    """What a frame source yields.
-
-    Attributes:
-        path: the video file or image folder.
-        width, height: footage size in pixels.
-        fps: frames per second of the video; None for image folders.
-        num_frames: how many frames ``frames()`` yields after start/stride/max_frames,
-            None only when the container does not say how long it is.
-    """
-
-    path: str
-    width: int
-    height: int
-    fps: float | None
-    num_frames: int | None
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """Footage (W, H), as :class:`InputGeometry` takes it."""
-        return self.width, self.height
 
 
 def natural_key(name: str) -> list:

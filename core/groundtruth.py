@@ -10,7 +10,7 @@ Layout::
     GT/depth/d000123.npy    float32 (H, W) z-depth at footage resolution, 0 = invalid
     GT/layers/l000123.png   uint8 (H, W) scene-layer id per pixel (optional per frame)
 
-Conventions are those of ``core.types``: OpenCV camera axes, camera-to-world poses.
+Conventions are those of ``core.run.arrays``: OpenCV camera axes, camera-to-world poses.
 ``gt.json`` is written last, by :meth:`GroundTruthWriter.close`, so a directory
 without it is an unfinished one.
 """
@@ -25,7 +25,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from core.rundir import RunDirError, format_tum, read_tum, write_json
+from core.errors import UserError
+from core.run.files import RunDirError, write_json
+from core.run.tum import format_tum, read_tum
 
 GT_JSON = "gt.json"
 TRAJECTORY = "trajectory.tum"
@@ -33,7 +35,7 @@ RESERVED_KEYS = ("width", "height", "fps", "num_frames", "K", "layers")
 _FRAME_TOLERANCE = 0.01  # timestamps * fps must be this close to an integer frame index
 
 
-class GroundTruthError(ValueError):
+class GroundTruthError(UserError):
     """A ground-truth directory, or data handed to its writer, is missing or malformed."""
 
 

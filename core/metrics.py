@@ -11,41 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-
-def umeyama_sim3(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Similarity minimising ``sum |dst - (s R src + t)|^2`` (Umeyama 1991).
-
-    Args:
-        src: (N, 3) points to be mapped.
-        dst: (N, 3) corresponding target points.
-
-    Returns:
-        (s, R, t): scale > 0, (3, 3) proper rotation (det +1, reflections excluded), (3,) translation.
-
-    Raises:
-        ValueError: mismatched shapes, fewer than 3 points, or a point set without spread.
-    """
-    src = np.asarray(src, np.float64)
-    dst = np.asarray(dst, np.float64)
-    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 3:
-        raise ValueError(f"umeyama_sim3 needs two (N, 3) arrays, got {src.shape} and {dst.shape}")
-    if len(src) < 3:
-        raise ValueError(f"umeyama_sim3 needs at least 3 point pairs, got {len(src)}")
-    mu_src, mu_dst = src.mean(0), dst.mean(0)
-    xs, xd = src - mu_src, dst - mu_dst
-    var_src = (xs**2).sum() / len(src)
-    if var_src <= 1e-24 or (xd**2).sum() / len(dst) <= 1e-24:
-        raise ValueError("umeyama_sim3: a point set has no spread (all points coincide); "
-                         "the similarity is undefined")
-    cov = xd.T @ xs / len(src)
-    U, D, Vt = np.linalg.svd(cov)
-    S = np.eye(3)
-    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
-        S[2, 2] = -1.0  # the best orthogonal map is a reflection: take the best rotation instead
-    R = U @ S @ Vt
-    s = float(np.trace(np.diag(D) @ S) / var_src)
-    t = mu_dst - s * R @ mu_src
-    return s, R, t
+from core.geometry.rotations import rotation_angle_deg
+from core.geometry.transforms import apply_sim3_to_points, apply_sim3_to_poses, umeyama_sim3
 
 
 def _check_trajectories(est: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -56,39 +23,28 @@ def _check_trajectories(est: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np
     return est, gt
 
 
-def align_poses(poses: np.ndarray, s: float, R: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Apply the similarity x -> s R x + t to (N, 4, 4) camera-to-world poses.
-
-    Rotations are composed with R and camera centres mapped; the result stays rigid.
-    """
-    out = np.array(poses, np.float64)
-    out[:, :3, :3] = R @ out[:, :3, :3]
-    out[:, :3, 3] = s * out[:, :3, 3] @ R.T + t
-    return out
-
-
 def path_length(poses: np.ndarray) -> float:
     """Total distance travelled by the camera centres of (N, 4, 4) poses."""
     centres = np.asarray(poses, np.float64)[:, :3, 3]
     return float(np.linalg.norm(np.diff(centres, axis=0), axis=1).sum())
 
 
-def ate(est_c2w: np.ndarray, gt_c2w: np.ndarray) -> dict[str, float]:
+def ate(est_poses: np.ndarray, gt_poses: np.ndarray) -> dict[str, float]:
     """Absolute trajectory error of camera centres after Sim(3) Umeyama alignment.
 
     Args:
-        est_c2w: (N, 4, 4) estimated camera-to-world poses.
-        gt_c2w: (N, 4, 4) ground-truth camera-to-world poses of the same frames.
+        est_poses: (N, 4, 4) estimated camera-to-world poses.
+        gt_poses: (N, 4, 4) ground-truth camera-to-world poses of the same frames.
 
     Returns:
         rmse, mean, median, max of the centre errors (ground-truth units); ``scale``
         of the similarity mapping the estimate onto the ground truth (see
-        :func:`umeyama_sim3` on the centres for all of it); ``length``, the
-        ground-truth path length; ``rmse_over_length``.
+        :func:`core.geometry.transforms.umeyama_sim3` on the centres for all of it);
+        ``length``, the ground-truth path length; ``rmse_over_length``.
     """
-    est, gt = _check_trajectories(est_c2w, gt_c2w)
+    est, gt = _check_trajectories(est_poses, gt_poses)
     s, R, t = umeyama_sim3(est[:, :3, 3], gt[:, :3, 3])
-    err = np.linalg.norm(s * est[:, :3, 3] @ R.T + t - gt[:, :3, 3], axis=1)
+    err = np.linalg.norm(apply_sim3_to_points(s, R, t, est[:, :3, 3]) - gt[:, :3, 3], axis=1)
     rmse = float(np.sqrt(np.mean(err**2)))
     length = path_length(gt)
     return {
@@ -102,38 +58,25 @@ def ate(est_c2w: np.ndarray, gt_c2w: np.ndarray) -> dict[str, float]:
     }
 
 
-def rotation_angle_deg(R: np.ndarray) -> np.ndarray:
-    """Angles in degrees of (..., 3, 3) rotation matrices.
-
-    atan2 of the sine (from the skew part) and cosine (from the trace) stays accurate
-    near 0, where arccos of the trace loses half the digits.
-    """
-    R = np.asarray(R, np.float64)
-    skew = np.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], -1)
-    sin = np.linalg.norm(skew, axis=-1) / 2.0
-    cos = (np.trace(R, axis1=-2, axis2=-1) - 1.0) / 2.0
-    return np.degrees(np.arctan2(sin, cos))
-
-
-def rpe(est_c2w: np.ndarray, gt_c2w: np.ndarray, delta: int = 1) -> dict[str, float]:
+def rpe(est_poses: np.ndarray, gt_poses: np.ndarray, delta: int = 1) -> dict[str, float]:
     """Relative pose error over ``delta`` frames after the ATE Sim(3) alignment.
 
     For each i, the estimated motion ``E = inv(P_i) P_{i+delta}`` is compared with the
     true one ``G = inv(Q_i) Q_{i+delta}`` through ``inv(G) E``.
 
     Args:
-        est_c2w: (N, 4, 4) estimated camera-to-world poses.
-        gt_c2w: (N, 4, 4) ground-truth poses of the same frames, N > delta.
+        est_poses: (N, 4, 4) estimated camera-to-world poses.
+        gt_poses: (N, 4, 4) ground-truth poses of the same frames, N > delta.
         delta: frame step (in rows of the arrays).
 
     Returns:
         trans_rmse (ground-truth units) and rot_rmse_deg over the N - delta pairs.
     """
-    est, gt = _check_trajectories(est_c2w, gt_c2w)
+    est, gt = _check_trajectories(est_poses, gt_poses)
     if delta < 1 or len(est) <= delta:
         raise ValueError(f"rpe needs delta >= 1 and more than delta={delta} poses, got {len(est)}")
     s, R, t = umeyama_sim3(est[:, :3, 3], gt[:, :3, 3])
-    est = align_poses(est, s, R, t)
+    est = apply_sim3_to_poses(s, R, t, est)
     motion_est = np.linalg.inv(est[:-delta]) @ est[delta:]
     motion_gt = np.linalg.inv(gt[:-delta]) @ gt[delta:]
     err = np.linalg.inv(motion_gt) @ motion_est

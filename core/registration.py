@@ -18,16 +18,19 @@ Conventions: OpenCV camera axes, camera-to-world poses, depth is z.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Protocol, Sequence
 
 import numpy as np
 
-from core.geometry import apply_sim3_to_poses, estimate_focal, intrinsics, rigid_align, robust_log_scale
-from core.keyframes import KeyframeMemory
-from core.types import AlignedWindow, LayerAlignInput, WindowPrediction
+from core.errors import UserError
+from core.geometry.camera import intrinsics
+from core.geometry.fitting import estimate_focal, robust_log_scale
+from core.geometry.transforms import apply_sim3_to_poses, rigid_align
+from core.run.arrays import AlignedWindow, WindowPrediction
 
-DepthRefiner = Callable[[LayerAlignInput], np.ndarray]
-"""Layer-wise scale alignment hook: returns the corrected (N, H, W) depth."""
+
+class RegistrationError(UserError):
+    """The predictions cannot be registered (too little overlap, no usable focal length, frames out of order)."""
 
 
 @dataclass
@@ -37,15 +40,15 @@ class Reference:
     Attributes:
         frames: (O,) source frame indices.
         poses: (O, 4, 4) world camera-to-world poses.
-        depth: (O, H, W) final world-scale depth.
+        depth: (O, H, W) final world-scale depth (after any refiner).
         mask: (O, H, W) bool confident pixels.
-        sim3_depth: (O, H, W) the same frames' depth after the Sim(3) but before layer
-            alignment, or None when that is ``depth``. The next Sim(3) scale is fitted to
-            it: consecutive raw windows differ per layer by small steps, so the robust
-            scale is a consensus of the layers, while the layer-aligned depth differs
-            from a raw window by the whole accumulated per-layer correction and the
-            robust scale would follow whichever layer dominates (worse trajectories).
-            Layer alignment itself matches against ``depth``.
+        sim3_depth: (O, H, W) the same frames' depth after the Sim(3) but before the
+            refiner (``depth`` when not given: no refiner ran). The next Sim(3) scale is fitted
+            to it: consecutive raw windows differ per layer by small steps, so the
+            robust scale is a consensus of the layers, while the layer-aligned depth
+            differs from a raw window by the whole accumulated per-layer correction and
+            the robust scale would follow whichever layer dominates (worse
+            trajectories). Layer alignment itself matches against ``depth``.
     """
 
     frames: np.ndarray
@@ -53,6 +56,44 @@ class Reference:
     depth: np.ndarray
     mask: np.ndarray
     sim3_depth: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.sim3_depth is None:
+            self.sim3_depth = self.depth
+
+    @classmethod
+    def from_windows(cls, windows: Sequence[AlignedWindow], overlap: int) -> "Reference":
+        """The last ``overlap`` frames of registered windows (oldest first), as read back from disk."""
+        cat = lambda name: np.concatenate([getattr(w, name) for w in windows])[-overlap:]  # noqa: E731
+        return cls(frames=cat("frames"), poses=cat("poses").astype(np.float64), depth=cat("depth"),
+                   mask=cat("mask"), sim3_depth=cat("sim3_depth"))
+
+
+class DepthRefiner(Protocol):
+    """A stateful correction of the Sim(3)-registered depth (layer-wise scale alignment is one).
+
+    The engine calls ``refine`` for every window after the first, ``observe`` for
+    every registered window (the first included), and ``restore`` once with the
+    windows on disk when a run resumes.
+    """
+
+    def refine(self, reference: Reference, depth: np.ndarray, mask: np.ndarray, conf: np.ndarray,
+               poses: np.ndarray, K: np.ndarray) -> np.ndarray:
+        """(N, H, W) float32 factor for the window's Sim(3)-scaled ``depth`` (N, H, W).
+
+        ``mask`` and ``conf`` are the window's confident pixels and confidence, ``poses``
+        its (N, 4, 4) world camera-to-world poses, ``K`` the fixed intrinsics; its first
+        ``len(reference.frames)`` frames show the reference's frames.
+        """
+        ...
+
+    def observe(self, window: AlignedWindow) -> None:
+        """A window was registered (final depth)."""
+        ...
+
+    def restore(self, windows: Sequence[AlignedWindow]) -> None:
+        """Rebuild the state from the registered windows of a run being resumed (oldest first)."""
+        ...
 
 
 @dataclass
@@ -89,7 +130,7 @@ def initial_intrinsics(pred: WindowPrediction, mask: np.ndarray, focal_px: float
     ``focal_px`` (prediction pixels) overrides everything; otherwise the backbone's
     predicted intrinsics (median over the window) or a robust estimate from the points.
     """
-    h, w = pred.size
+    h, w = pred.shape
     if focal_px is not None:
         return intrinsics(focal_px, focal_px, w / 2, h / 2)
     if pred.intrinsics is not None:
@@ -98,7 +139,8 @@ def initial_intrinsics(pred: WindowPrediction, mask: np.ndarray, focal_px: float
         return intrinsics(fx, fy, w / 2, h / 2)
     f = estimate_focal(pred.points, mask)
     if not np.isfinite(f) or f <= 0:
-        raise ValueError(f"focal length estimate {f} is not positive; pass a known focal length")
+        raise RegistrationError(f"focal length estimate {f} is not positive; pass a known focal length "
+                                "(--focal-px, or --focal-mm with --sensor-width-mm)")
     return intrinsics(f, f, w / 2, h / 2)
 
 
@@ -114,11 +156,11 @@ def overlap_scale(ref: Reference, depth: np.ndarray, mask: np.ndarray, conf: np.
     both = ref.mask & mask[:o]
     idx = np.flatnonzero(both)
     if idx.size < 16:
-        raise ValueError("the window shares too few confident pixels with the previous one")
+        raise RegistrationError("a window shares too few confident pixels with the previous one to register "
+                                "it; try a larger --overlap or --conf-keep")
     if idx.size > max_samples:
         idx = idx[:: idx.size // max_samples + 1]
-    ref_depth = ref.depth if ref.sim3_depth is None else ref.sim3_depth
-    return robust_log_scale(ref_depth.reshape(-1)[idx], depth[:o].reshape(-1)[idx],
+    return robust_log_scale(ref.sim3_depth.reshape(-1)[idx], depth[:o].reshape(-1)[idx],
                             conf[:o].reshape(-1)[idx].clip(min=1e-6))
 
 
@@ -146,8 +188,7 @@ def overlap_rigid(ref_poses: np.ndarray, new_poses: np.ndarray, scale: float,
 
 def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.ndarray | None,
                     reference: Reference | None, conf_keep: float, focal_px: float | None = None,
-                    refine: DepthRefiner | None = None,
-                    memory: KeyframeMemory | None = None) -> tuple[RegistrationResult, np.ndarray]:
+                    refiner: DepthRefiner | None = None) -> tuple[RegistrationResult, np.ndarray]:
     """Register one window to the previous one.
 
     Args:
@@ -158,9 +199,8 @@ def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.n
         reference: previous window's tail, None for the first window.
         conf_keep: share of confident pixels kept.
         focal_px: known focal length at prediction resolution (first window only).
-        refine: optional layer-wise scale alignment hook.
-        memory: keyframes of the frames registered so far, handed to ``refine``
-            (the caller adds this window's frames to it afterwards).
+        refiner: optional depth refiner (layer-wise scale alignment) run after the
+            Sim(3); the caller lets it ``observe`` the result.
     Returns:
         (result, K): the aligned frames this window adds plus the next reference, and
         the fixed intrinsics.
@@ -171,40 +211,34 @@ def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.n
         K = initial_intrinsics(pred, mask, focal_px)
     depth = np.where(np.isfinite(raw_depth) & (raw_depth > 0), raw_depth, 0).astype(np.float32)
 
+    factor = None
     if reference is None:
         scale, poses, first_new = 1.0, pred.poses.astype(np.float64), 0
-        sim3_depth = depth
     else:
         o = len(reference.frames)
         if o != overlap or not np.array_equal(reference.frames, pred.frames[:o]):
-            raise ValueError(f"window {index} does not start with the previous window's last "
+            raise RegistrationError(f"window {index} does not start with the previous window's last "
                              f"{overlap} frames ({reference.frames.tolist()} vs {pred.frames[:o].tolist()})")
         scale = overlap_scale(reference, depth, mask, pred.conf)
         arm = float(np.median(reference.depth[reference.mask])) if reference.mask.any() else 1.0
         R, t = overlap_rigid(reference.poses, pred.poses[:o], scale, arm)
         poses = apply_sim3_to_poses(scale, R, t, pred.poses)
         depth = depth * np.float32(scale)
-        sim3_depth = depth
-        if refine is not None:
-            depth = refine(LayerAlignInput(ref_depth=reference.depth, ref_mask=reference.mask,
-                                           depth=depth, mask=mask, conf=pred.conf, overlap=o,
-                                           memory=memory, poses=poses, K=K))
-            depth = np.asarray(depth, np.float32)
+        if refiner is not None:
+            factor = np.asarray(refiner.refine(reference, depth, mask, pred.conf, poses, K), np.float32)
         first_new = o
+    sim3_depth = depth
+    if factor is not None:
+        depth = sim3_depth * factor
 
     keep = slice(first_new, None)
-    extras = {}
-    if sim3_depth is not depth:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            factor = np.where(sim3_depth[keep] > 0, depth[keep] / sim3_depth[keep], 1.0)
-        extras["layer_scale"] = factor.astype(np.float16)
     window = AlignedWindow(
         index=index, frames=pred.frames[keep].astype(np.int64), poses=poses[keep].astype(np.float32),
         K=K.astype(np.float32), depth=depth[keep], conf=pred.conf[keep].astype(np.float32),
-        colors=pred.colors[keep], mask=mask[keep], scale=float(scale), extras=extras,
+        colors=pred.colors[keep], mask=mask[keep], scale=float(scale),
+        depth_factor=None if factor is None else factor[keep],
     )
     tail = slice(max(len(pred) - overlap, 0), None) if overlap > 0 else slice(len(pred), None)
     ref = Reference(frames=pred.frames[tail].astype(np.int64), poses=poses[tail],
-                    depth=depth[tail], mask=mask[tail],
-                    sim3_depth=None if sim3_depth is depth else sim3_depth[tail])
+                    depth=depth[tail], mask=mask[tail], sim3_depth=sim3_depth[tail])
     return RegistrationResult(window=window, reference=ref), K

@@ -63,7 +63,7 @@ def write_blend(run_dir: str | Path, blend_path: str | Path, options: SceneOptio
     (``point_budget=...``, ``conf_percentile=...``, ...).
 
     Raises:
-        core.rundir.RunDirError: ``run_dir`` is not a run directory (or lacks meta.json).
+        core.run.files.RunDirError: ``run_dir`` is not a run directory (or lacks meta.json).
     """
     options = dataclasses.replace(options or SceneOptions(), **option_fields)
     import_run(_empty_scene(), Path(run_dir), options)

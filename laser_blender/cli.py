@@ -1,5 +1,9 @@
 """``laser-blender``: the command line. Each subcommand is a module in ``laser_blender.commands``
-defining ``help: str``, ``add_arguments(parser)`` and ``run(args) -> int``."""
+defining ``help: str``, ``add_arguments(parser)`` and ``run(args) -> int``.
+
+A subcommand may let a :data:`core.errors.USER_ERRORS` escape: :func:`main` prints its message
+as one line and exits 2. Anything else is an internal error (exit 1; ``-v`` shows the traceback).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,11 @@ import logging
 import pkgutil
 import sys
 
+from core.errors import USER_ERRORS
 from laser_blender import __version__, commands
+from laser_blender.console import fail
+from laser_blender.driver import describe_error
+from laser_blender.outcome import ExitCode
 
 
 def _command_modules():
@@ -32,10 +40,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a subcommand; its errors for the user are one line, anything else an internal error (exit 1)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("\nlaser-blender: interrupted", file=sys.stderr)
+        return ExitCode.CANCELLED
+    except USER_ERRORS as e:
+        return fail(str(e))
+    except Exception as e:  # noqa: BLE001 - the last line of defence: no traceback unless asked
+        if args.verbose:
+            raise
+        return fail(describe_error(e, None), ExitCode.INTERNAL_ERROR)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,16 @@ from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 
+from core.run.rundir import RunDir
 from laser_blender.protocol import (
-    Cancel, ErrorEvent, Event, Job, ProtocolIssue, decode, encode, is_terminal,
+    Cancel,
+    ErrorEvent,
+    Event,
+    Job,
+    ProtocolIssue,
+    decode,
+    encode,
+    is_terminal,
 )
 
 ENV_PYTHON = "LASER_BLENDER_PYTHON"
@@ -79,7 +87,7 @@ class WorkerClient:
     @property
     def log_path(self) -> Path:
         """The worker's log file in the run directory."""
-        return Path(self.job.run_dir) / "worker.log"
+        return RunDir(self.job.run_dir).log_path
 
     @property
     def alive(self) -> bool:
@@ -224,7 +232,7 @@ class WorkerClient:
 
     def _unexpected_exit(self, returncode: int) -> ErrorEvent:
         run_dir = Path(self.job.run_dir)
-        resumable = (run_dir / "run.json").exists()
+        resumable = bool(RunDir(run_dir).aligned_windows())
         parts = [f"The engine worker exited unexpectedly ({describe_exit(returncode)})."]
         last = next((line for line in reversed(self._stderr_tail) if line.strip()), None)
         if last:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -11,39 +12,29 @@ from typing import Callable, Iterator
 from tqdm import tqdm
 
 from core import events
-
-EXIT_ERROR = 2
-EXIT_CANCELLED = 130
+from laser_blender.outcome import ExitCode
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions whose message is meant for the user: printed without a traceback."""
-    from core.frames import FrameSourceError
-    from core.groundtruth import GroundTruthError
-    from core.rundir import RunDirError
-
-    errors: list[type[BaseException]] = [FrameSourceError, GroundTruthError, RunDirError, ValueError,
-                                         FileNotFoundError, PermissionError]
-    with contextlib.suppress(ImportError):
-        from core.backbones.weights import WeightsNotFound
-
-        errors.append(WeightsNotFound)
-    return tuple(errors)
-
-
-def fail(message: str) -> int:
+def fail(message: str, code: ExitCode = ExitCode.USER_ERROR) -> int:
+    """Print ``laser-blender: error: message`` on stderr; returns ``code``."""
     print(f"laser-blender: error: {message}", file=sys.stderr)
-    return EXIT_ERROR
+    return code
 
 
 @contextlib.contextmanager
 def graceful_interrupt() -> Iterator[threading.Event]:
-    """First Ctrl-C sets the yielded event (finish the current window); a second one aborts."""
+    """First Ctrl-C sets the yielded event (finish the current window); a second one exits at once, quietly.
+
+    The second exits with code 130 without a traceback; finished windows are on disk
+    (every file is written atomically) and ``--resume`` continues.
+    """
     cancel = threading.Event()
 
     def handler(signum, frame):
         if cancel.is_set():
-            raise KeyboardInterrupt
+            print("\nlaser-blender: aborted; finished windows are kept (`--resume` continues)",
+                  file=sys.stderr, flush=True)
+            os._exit(ExitCode.CANCELLED)
         cancel.set()
         print("\nlaser-blender: cancelling after the current window (Ctrl-C again to abort)",
               file=sys.stderr, flush=True)
@@ -71,7 +62,7 @@ def progress_bar(desc: str) -> Iterator[Callable[[events.Event], None]]:
             bar.set_postfix_str(f"predicting window {event.index} (frames {event.first_frame}-{event.last_frame})")
         elif isinstance(event, events.WindowDone):
             bar.set_postfix_str(f"window {event.index} registered")
-        elif isinstance(event, events.Warning):
+        elif isinstance(event, events.Notice):
             bar.write(f"laser-blender: warning: {event.message}", file=sys.stderr)
 
     try:

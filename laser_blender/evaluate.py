@@ -20,35 +20,17 @@ from typing import Any
 
 import numpy as np
 
-from core.backbones.base import InputGeometry
-from core.geometry import transform_points, unproject
+from core.geometry.camera import unproject
+from core.geometry.transforms import apply_sim3_to_points, transform_points, umeyama_sim3
 from core.groundtruth import GroundTruth, GroundTruthError, load_ground_truth
-from core.metrics import ate, depth_errors, pointcloud_metrics, rpe, subsample, umeyama_sim3, valid_depth
-from core.rundir import RunDirError, iter_aligned, list_windows, read_json, read_run
+from core.metrics import ate, depth_errors, pointcloud_metrics, rpe, subsample, valid_depth
+from core.run.files import RunDirError
+from core.run.manifest import InputGeometry
+from core.run.rundir import RunDir
 
 DEFAULT_MAX_POINTS = 200_000
 MAX_RATIO_SAMPLES = 4_000_000  # depth ratios kept for the global median scale
 MIN_LAYER_PIXELS = 20  # a layer counts in a frame when at least this many valid pixels show it
-
-
-def run_geometry(run_dir: Path, run_info: dict[str, Any], gt: GroundTruth) -> InputGeometry:
-    """How the run's prediction pixels map onto its footage.
-
-    From run.json or predictions/meta.json; runs that recorded none are taken as the
-    ground-truth footage resized to the prediction size.
-    """
-    for source in (run_info, _predictions_meta(run_dir)):
-        if "geometry" in source:
-            return InputGeometry.from_dict(source["geometry"])
-    meta = _predictions_meta(run_dir)
-    if "width" not in meta:
-        raise RunDirError(f"{run_dir}: neither run.json nor predictions/meta.json records the prediction size")
-    return InputGeometry.resize_only((gt.width, gt.height), (int(meta["width"]), int(meta["height"])))
-
-
-def _predictions_meta(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / "predictions" / "meta.json"
-    return read_json(path) if path.exists() else {}
 
 
 def prediction_to_gt_pixels(geometry: InputGeometry, gt_size: tuple[int, int]) -> np.ndarray:
@@ -88,7 +70,7 @@ class _Join:
     def frames(self):
         """Yield (window, row in window, row in gt, gt depth on the prediction grid) per matched frame."""
         seen: set[int] = set()
-        for win in iter_aligned(self.run_dir):
+        for win in RunDir(self.run_dir).iter_aligned():
             if win.depth.shape[1:] != self.size[::-1]:
                 raise RunDirError(f"{self.run_dir}: window {win.index} depth is {win.depth.shape[1:]}, "
                                   f"the run's geometry says {self.size[::-1]}")
@@ -171,10 +153,12 @@ def evaluate_run(run_dir: str | Path, gt_dir: str | Path, max_points: int = DEFA
         (0 when each layer keeps one scale through time), and ``layer_log_ratio_std_mean``.
     """
     run_dir, gt = Path(run_dir), load_ground_truth(gt_dir)
-    run_info = read_run(run_dir)
-    if not list_windows(run_dir / "aligned"):
-        raise RunDirError(f"{run_dir}: no aligned windows to evaluate (status {run_info.get('status', '?')})")
-    geometry = run_geometry(run_dir, run_info, gt)
+    run = RunDir(run_dir)
+    manifest = run.read_manifest()
+    if not run.aligned_windows():
+        raise RunDirError(f"{run_dir}: no aligned windows to evaluate (status {manifest.status})")
+    # A run that recorded no geometry read the ground truth's footage resized to the prediction size.
+    geometry = run.geometry(footage=(gt.width, gt.height))
     A = prediction_to_gt_pixels(geometry, (gt.width, gt.height))
     join = _Join(run_dir, gt, A, np.linalg.inv(A) @ gt.K, tuple(geometry.size))
 
@@ -186,12 +170,12 @@ def evaluate_run(run_dir: str | Path, gt_dir: str | Path, max_points: int = DEFA
     depth, layer_values = _second_pass(join, depth_scale, gt.has_layers)
 
     metrics: dict[str, Any] = {
-        "run": str(run_dir), "gt": str(gt.root), "status": run_info.get("status"),
+        "run": str(run_dir), "gt": str(gt.root), "status": manifest.status.value,
         "frames": {"run": join.run_frames, "matched": len(rows), "ground_truth": len(gt.frames)},
         "ate": ate(est_poses, gt_poses),
         "rpe": rpe(est_poses, gt_poses),
         "depth": depth,
-        "pointcloud": pointcloud_metrics(s * run_points @ R.T + t, gt_points, max_points),
+        "pointcloud": pointcloud_metrics(apply_sim3_to_points(s, R, t, run_points), gt_points, max_points),
     }
     spread = {gt.layer_names.get(layer, f"layer {layer}"): float(np.std(values))
               for layer, values in sorted(layer_values.items()) if len(values) >= 2}

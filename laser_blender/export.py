@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from core.rundir import RunDirError, iter_aligned, list_windows, read_run
+from core.errors import UserError
+from core.run.files import RunDirError
+from core.run.rundir import RunDir
 from laser_blender.points import select_points, window_points
 
 FORMATS = ("ply", "glb", "xyz")
@@ -42,16 +44,17 @@ def export_point_cloud(run_dir: str | Path, path: str | Path, max_points: int = 
     run_dir, path = Path(run_dir), Path(path)
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
-        raise ValueError(f"{path}: unsupported point cloud format {path.suffix!r}; use one of "
+        raise UserError(f"{path}: unsupported point cloud format {path.suffix!r}; use one of "
                          + ", ".join(f".{f}" for f in FORMATS))
     if max_points < 1:
-        raise ValueError(f"max_points must be positive, got {max_points}")
-    run = read_run(run_dir)
-    if not list_windows(run_dir / "aligned"):
+        raise UserError(f"max_points must be positive, got {max_points}")
+    run = RunDir(run_dir)
+    manifest = run.read_manifest()
+    if not run.aligned_windows():
         raise RunDirError(f"{run_dir} has no registered window yet; nothing to export")
-    total_frames = max(int(run.get("frames_done") or 0), 1)
+    total_frames = max(manifest.frames_done, 1)
     xyz, rgb, frames, windows = [], [], 0, 0
-    for win in iter_aligned(run_dir):
+    for win in run.iter_aligned():
         quota = max(1, int(max_points * len(win) / total_frames))
         m, i, j = select_points(win, quota, conf_percentile, seed)
         xyz.append(window_points(win, m, i, j).astype(np.float32))

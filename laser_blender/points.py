@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.geometry import unproject_pixels
-from core.types import AlignedWindow
+from core.geometry.camera import unproject_pixels
+from core.run.arrays import AlignedWindow
 
 
 def select_points(win: AlignedWindow, quota: int, conf_percentile: float, seed: int) -> tuple[np.ndarray, ...]:

@@ -18,22 +18,23 @@ Both sides validate every line. :func:`decode` never raises: a line that is not
 JSON, speaks another version, names an unknown type or fails validation becomes
 a :class:`ProtocolIssue` the reader can report.
 
-This module ships inside Blender: it imports nothing beyond pydantic and the
-standard library (no torch, numpy or bpy).
+This module ships inside Blender: it imports pydantic, the standard library and
+the settings in ``core.run.settings`` (never torch or bpy).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, TypeAdapter, ValidationError, model_validator
 
+from core.run.manifest import RunStatus
+from core.run.settings import BACKBONES, BackboneName, EngineSettings, NonNegative, StreamSettings
+
 PROTOCOL_VERSION = 1
 
-BackboneName = Literal["pi3", "vggt", "synthetic"]
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
-NonNegFloat = Annotated[FiniteFloat, Field(ge=0)]
 
 
 class Message(BaseModel):
@@ -46,38 +47,36 @@ class Message(BaseModel):
 
 # --------------------------------------------------------------------------- client -> worker
 
-class Job(Message):
+class Job(StreamSettings, Message):
     """One reconstruction: what the add-on, the CLI or a job file asks the worker to do.
 
-    Paths are strings as the user gave them (absolute paths recommended: the
-    worker may run in another working directory).
+    The streaming and registration fields (window, overlap, conf_keep, layer_align,
+    focal_px, save_predictions and the nested ``layer`` parameters) are
+    :class:`~core.run.settings.StreamSettings`'; the job's JSON stays flat apart from
+    ``layer``, which may be left out. Paths are strings as the user gave them
+    (absolute paths recommended: the worker may run in another working directory).
     """
 
     type: Literal["job"] = "job"
     input: str = Field(min_length=1, description="footage: a video file or a folder of images")
     run_dir: str = Field(min_length=1, description="run directory to write (or resume)")
-    backbone: BackboneName = "pi3"
-    weights: str | None = Field(None, description="checkpoint file or Hugging Face repo id; default per backbone")
+    backbone: BackboneName = Field("pi3", description="the reconstruction network; its weights' licence: "
+                                   + "; ".join(f"{name}: {info.licence}" for name, info in BACKBONES.items()))
+    weights: str | None = Field(None, description="checkpoint file (.safetensors/.pt) or Hugging Face repo id; "
+                                                  "default per backbone")
     synthetic_scene: str | None = Field(None, description="synthetic scene's ground-truth folder (backbone 'synthetic')")
-    window: int = Field(30, ge=2)
-    overlap: int = Field(10, ge=1, description="frames shared by consecutive windows")
-    stride: int = Field(1, ge=1)
-    start: int = Field(0, ge=0)
-    max_frames: int | None = Field(None, ge=1)
-    conf_keep: float = Field(0.5, gt=0, le=1, description="share of most confident pixels kept")
-    layer_align: bool = True
-    save_predictions: bool = Field(True, description="keep the raw backbone output in RUN/predictions/")
-    focal_px: float | None = Field(None, gt=0, description="known focal length in footage pixels")
-    focal_mm: float | None = Field(None, gt=0, description="known focal length in mm (needs sensor_width_mm)")
-    sensor_width_mm: float | None = Field(None, gt=0)
+    stride: int = Field(1, ge=1, description="use every N-th frame")
+    start: int = Field(0, ge=0, description="first frame index")
+    max_frames: int | None = Field(None, ge=1, description="stop after this many frames")
+    focal_mm: FiniteFloat | None = Field(None, gt=0, description="known focal length in mm (needs the sensor width)")
+    sensor_width_mm: FiniteFloat | None = Field(None, gt=0, description="camera sensor width in mm")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
-    dtype: Dtype = "auto"
-    resume: bool = False
+    dtype: Dtype = Field("auto", description="network precision; 'auto': bfloat16/float16 autocast on CUDA, "
+                                             "float32 on CPU")
+    resume: bool = Field(False, description="continue a cancelled or crashed run from its last finished window")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Job":
-        if self.overlap >= self.window:
-            raise ValueError(f"overlap ({self.overlap}) must be smaller than window ({self.window})")
         if self.focal_px is not None and self.focal_mm is not None:
             raise ValueError("give the focal length either in pixels (focal_px) or in mm (focal_mm), not both")
         if self.focal_mm is not None and self.sensor_width_mm is None:
@@ -85,6 +84,16 @@ class Job(Message):
         if self.backbone == "synthetic" and not self.synthetic_scene:
             raise ValueError("backbone 'synthetic' needs synthetic_scene (the scene's ground-truth folder)")
         return self
+
+    def engine_settings(self, footage_width: int) -> EngineSettings:
+        """The engine's settings for this job on footage ``footage_width`` pixels wide.
+
+        A focal length given in mm becomes footage pixels (``focal_mm / sensor_width_mm * width``).
+        """
+        values = {name: getattr(self, name) for name in StreamSettings.model_fields}
+        if self.focal_mm is not None:
+            values["focal_px"] = self.focal_mm / self.sensor_width_mm * footage_width
+        return EngineSettings(**values)
 
 
 class Cancel(Message):
@@ -101,7 +110,7 @@ class Started(Message):
     type: Literal["started"] = "started"
     run_dir: str
     total_frames: int | None = Field(None, ge=0, description="None when the source cannot tell")
-    fps: NonNegFloat | None = None
+    fps: NonNegative | None = None
     width: int = Field(ge=1, description="footage width in pixels")
     height: int = Field(ge=1)
     pred_width: int = Field(ge=1, description="network input (prediction) width")
@@ -140,8 +149,8 @@ class Progress(Message):
     type: Literal["progress"] = "progress"
     frames_done: int = Field(ge=0)
     total_frames: int | None = Field(None, ge=0)
-    fps: NonNegFloat = Field(description="frames per second")
-    eta_s: NonNegFloat | None = Field(None, description="seconds left; None when unknown")
+    fps: NonNegative = Field(description="frames per second")
+    eta_s: NonNegative | None = Field(None, description="seconds left; None when unknown")
 
 
 class WarningEvent(Message):
@@ -155,28 +164,33 @@ class ErrorEvent(Message):
     """The run stopped on an error; ``message`` says what to do about it."""
 
     type: Literal["error"] = "error"
+    status: ClassVar[RunStatus] = RunStatus.failed
     message: str
     log: str | None = Field(None, description="the worker's log file, when there is one")
     resumable: bool = Field(False, description="finished windows are kept and --resume continues")
 
 
-class Finished(Message):
+class _RunEnd(Message):
+    """What the run directory holds when the run ends: windows and frames on disk."""
+
+    run_dir: str
+    windows: int = Field(ge=0)
+    frames: int = Field(ge=0)
+
+
+class Finished(_RunEnd):
     """The run is complete."""
 
     type: Literal["finished"] = "finished"
-    run_dir: str
-    windows: int = Field(ge=0)
-    frames: int = Field(ge=0)
-    seconds: NonNegFloat
+    status: ClassVar[RunStatus] = RunStatus.complete
+    seconds: NonNegative
 
 
-class Cancelled(Message):
+class Cancelled(_RunEnd):
     """The run stopped on request after its current window; resumable."""
 
     type: Literal["cancelled"] = "cancelled"
-    run_dir: str
-    windows: int = Field(ge=0)
-    frames: int = Field(ge=0)
+    status: ClassVar[RunStatus] = RunStatus.cancelled
 
 
 Event = Annotated[

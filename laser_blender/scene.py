@@ -38,9 +38,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.backbones.base import InputGeometry
-from core.rundir import list_windows, load_aligned, read_json, read_run
-from core.types import AlignedWindow
+from core.run.arrays import AlignedWindow
+from core.run.manifest import InputGeometry
+from core.run.rundir import RunDir, load_aligned
 from laser_blender.points import select_points, window_points
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -158,32 +158,22 @@ def footage_clip_file(footage: str | None) -> Path | None:
 class RunInfo:
     """What the scene needs from a run directory besides its windows."""
 
-    run_dir: Path
-    name: str
+    run: RunDir
     geometry: InputGeometry
     fps: float | None
     frame_count: int | None
     footage: str | None
 
+    @property
+    def name(self) -> str:
+        return self.run.name
+
     @classmethod
     def read(cls, run_dir: Path) -> "RunInfo":
-        run_dir = Path(run_dir).resolve()
-        run = read_run(run_dir)
-        meta = read_json(run_dir / "predictions" / "meta.json")
-        if "geometry" in meta:
-            geometry = InputGeometry.from_dict(meta["geometry"])
-        else:  # prediction pixels are footage pixels
-            size = (int(meta["width"]), int(meta["height"]))
-            geometry = InputGeometry.resize_only(size, size)
-        source = run.get("source") or {}
-        return cls(
-            run_dir=run_dir,
-            name=run_dir.name,
-            geometry=geometry,
-            fps=float(meta["fps"]) if meta.get("fps") else None,
-            frame_count=int(source["num_frames"]) if source.get("num_frames") else None,
-            footage=str(source["path"]) if source.get("path") else None,
-        )
+        run = RunDir(Path(run_dir).resolve())
+        source = run.read_manifest().source
+        return cls(run=run, geometry=run.geometry(), fps=run.fps(), frame_count=source.num_frames or None,
+                   footage=source.path)
 
 
 # --------------------------------------------------------------------------- Blender side
@@ -288,7 +278,7 @@ class RunScene:
     def _ensure_collection(self):
         import bpy
 
-        key = str(self.info.run_dir)
+        key = str(self.info.run.root)
         for coll in self.scene.collection.children_recursive:
             if coll.get("laser_run") == key:
                 return coll
@@ -387,13 +377,13 @@ class RunScene:
 
     def add_window_file(self, path: Path) -> int:
         """Load an ``aligned/wNNNNN.npz`` and add it."""
-        return self.add_window(load_aligned(Path(path)))
+        return self.add_window(load_aligned(path))
 
     def sync(self) -> list[int]:
         """Add every window on disk that the scene lacks; returns their indices."""
         done = self.windows
         new = []
-        for index, path in list_windows(self.info.run_dir / "aligned"):
+        for index, path in self.info.run.aligned_windows():
             if index not in done:
                 self.add_window(load_aligned(path, index))
                 new.append(index)

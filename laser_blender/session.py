@@ -24,10 +24,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from core.rundir import RunDirError
+from core.run.files import RunDirError
+from core.run.manifest import RunStatus
+from core.run.rundir import RunDir
 from laser_blender.client import WorkerClient
 from laser_blender.protocol import (
-    Cancelled, ErrorEvent, Finished, Predicting, Progress, Started, WarningEvent, WindowDone,
+    Cancelled,
+    ErrorEvent,
+    Finished,
+    Predicting,
+    Progress,
+    Started,
+    WarningEvent,
+    WindowDone,
 )
 from laser_blender.scene import RunScene, SceneOptions
 
@@ -48,7 +57,7 @@ def log_report(level: str, message: str) -> None:
 class SessionState:
     """What a panel shows about a running reconstruction."""
 
-    status: str = "starting"  # starting, running, finished, cancelled, error
+    status: RunStatus | None = None  # None until the worker has started
     frames_done: int = 0
     total_frames: int | None = None
     fps: float = 0.0
@@ -61,7 +70,11 @@ class SessionState:
 
     @property
     def running(self) -> bool:
-        return self.status in ("starting", "running")
+        return self.status in (None, RunStatus.running)
+
+    @property
+    def status_text(self) -> str:
+        return "starting" if self.status is None else self.status.value
 
     @property
     def fraction(self) -> float:
@@ -142,8 +155,8 @@ class ImportSession:
         """
         try:
             self._apply(event)
-        except (RunDirError, OSError, ValueError, KeyError) as e:
-            self.state.status = "error"
+        except (RunDirError, OSError, ValueError) as e:
+            self.state.status = RunStatus.failed
             self.state.last_error = f"Cannot import the run {self.run_dir} into Blender: {e}"
             self.report("ERROR", self.state.last_error)
             self.client.cancel()
@@ -151,7 +164,7 @@ class ImportSession:
     def _apply(self, event) -> None:
         state = self.state
         if isinstance(event, Started):
-            state.status = "running"
+            state.status = RunStatus.running
             state.total_frames = event.total_frames
             if self.options.frame_count is None and event.total_frames:
                 self.options.frame_count = event.total_frames
@@ -174,13 +187,13 @@ class ImportSession:
             state.warnings.append(event.message)
             self.report("WARNING", event.message)
         elif isinstance(event, ErrorEvent):
-            state.status, state.last_error = "error", event.message
+            state.status, state.last_error = event.status, event.message
             self._catch_up()
             self.report("ERROR", event.message)
         elif isinstance(event, (Finished, Cancelled)):
-            state.status = event.type
+            state.status = event.status
             self._catch_up()
-            self.report("INFO", f"Reconstruction {event.type}: {event.windows} windows, {event.frames} frames, "
+            self.report("INFO", f"Reconstruction {event.status}: {event.windows} windows, {event.frames} frames, "
                                 f"{state.points} points imported")
 
     def _open_run(self) -> RunScene:
@@ -190,7 +203,7 @@ class ImportSession:
 
     def _catch_up(self) -> None:
         """Import windows on disk that no event announced (a resumed run's earlier windows)."""
-        if (self.run_dir / "run.json").exists() and (self.run_dir / "predictions" / "meta.json").exists():
+        if RunDir(self.run_dir).aligned_windows():
             run = self._open_run()
             run.sync()
             self.state.windows = sorted(run.windows)

@@ -14,11 +14,10 @@ registered is finished, the one being predicted is dropped, run.json is marked
 cancelled and a ``cancelled`` event is sent; ``--resume`` continues later. If
 the reader of stdout goes away, the worker cancels itself the same way.
 
-Exit codes:
-    0    finished: the run is complete.
-    1    error: an ``error`` event says why; run.json is marked failed.
-    2    the job itself is invalid (bad JSON or settings); an ``error`` event says why.
-    130  cancelled: finished windows are kept; ``--resume`` continues.
+Exit codes (:class:`laser_blender.outcome.ExitCode`): 0 finished; 1 internal error
+and 2 a problem with the job or its input (an ``error`` event says why and run.json
+is marked failed; an invalid job writes nothing); 130 cancelled (finished windows are
+kept; ``--resume`` continues).
 
 The worker never imports bpy.
 """
@@ -31,17 +30,12 @@ import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from laser_blender.protocol import (
-    Cancel, Cancelled, ErrorEvent, Finished, Job, Predicting, Progress, Started, WarningEvent, WindowDone,
-    Message, decode_control, encode, parse_job,
-)
-
-EXIT_OK, EXIT_ERROR, EXIT_INVALID_JOB, EXIT_CANCELLED = 0, 1, 2, 130
-LOG_NAME = "worker.log"
+from core.run.rundir import RunDir
+from laser_blender.outcome import ExitCode
+from laser_blender.protocol import Cancel, ErrorEvent, Job, Message, decode_control, encode, parse_job
 
 log = logging.getLogger("laser_blender.worker")
 
@@ -96,7 +90,7 @@ def setup_logging(run_dir: Path | None) -> Path | None:
     if run_dir is None:
         return None
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / LOG_NAME
+    path = RunDir(run_dir).log_path
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(fmt)
     root.addHandler(handler)
@@ -129,80 +123,15 @@ def install_signal_handlers(cancel: threading.Event) -> None:
         signal.signal(sig, handler)
 
 
-def mark_failed(run_dir: Path, message: str) -> None:
-    """Record a failure in ``run_dir/run.json``, creating it if the engine never started."""
-    from core.rundir import read_json, write_json
-
-    path = run_dir / "run.json"
-    data = read_json(path) if path.exists() else {"windows_done": 0, "frames_done": 0}
-    data.update(status="failed", error=message, finished_at=time.time())
-    write_json(path, data)
-
-
-def user_message(error: BaseException, log_path: Path | None) -> str:
-    """What to tell the user: the message of errors meant for users, else an internal-error note."""
-    from laser_blender.console import user_errors
-
-    where = f" (details in {log_path})" if log_path else ""
-    if isinstance(error, user_errors()):
-        return f"{error}{where}"
-    return f"internal error: {type(error).__name__}: {error}{where}"
-
-
 def run(job: Job, emit: Callable[[Message], None], cancel: threading.Event, log_path: Path | None) -> int:
     """Run ``job`` to its end, emitting protocol events; returns the exit code."""
-    from core import events
-    from core.engine import reconstruct
-    from core.rundir import list_windows, read_json
-    from laser_blender.job import build_pipeline
+    from laser_blender.driver import PROTOCOL_EVENTS, run_job, terminal_event
 
-    run_dir = Path(job.run_dir)
-    windows_before = len(list_windows(run_dir / "aligned")) if job.resume else 0
-    t0 = time.perf_counter()
-    try:
-        source, backbone, config, info = build_pipeline(job)
-        notice = getattr(backbone, "licence", "")
-        if notice:
-            emit(WarningEvent(message=notice))
-
-        def on_event(event: events.Event) -> None:
-            if isinstance(event, events.Started):
-                emit(Started(run_dir=str(run_dir), total_frames=event.total_frames, fps=event.fps,
-                             width=event.width, height=event.height, pred_width=event.pred_width,
-                             pred_height=event.pred_height, backbone=job.backbone,
-                             windows_done=windows_before))
-            elif isinstance(event, events.Predicting):
-                emit(Predicting(index=event.index, first_frame=event.first_frame, last_frame=event.last_frame))
-            elif isinstance(event, events.WindowDone):
-                emit(WindowDone(index=event.index, frames=list(event.frames), path=str(event.path)))
-            elif isinstance(event, events.Progress):
-                emit(Progress(frames_done=event.frames_done, total_frames=event.total_frames,
-                              fps=event.fps, eta_s=event.eta_s))
-            elif isinstance(event, events.Warning):
-                log.warning("%s", event.message)
-                emit(WarningEvent(message=event.message))
-
-        status = reconstruct(source, backbone, run_dir, config, on_event=on_event, cancel=cancel,
-                             resume=job.resume, run_info=info)
-    except Exception as e:
-        log.exception("run failed")
-        message = user_message(e, log_path)
-        try:
-            mark_failed(run_dir, message)
-        except OSError as write_error:
-            log.error("could not mark %s failed: %s", run_dir / "run.json", write_error)
-        emit(ErrorEvent(message=message, log=str(log_path) if log_path else None,
-                        resumable=len(list_windows(run_dir / "aligned")) > 0))
-        return EXIT_ERROR
-    done = read_json(run_dir / "run.json")
-    windows, frames = int(done.get("windows_done", 0)), int(done.get("frames_done", 0))
-    if status == "cancelled":
-        log.info("cancelled after %d windows (%d frames); --resume continues", windows, frames)
-        emit(Cancelled(run_dir=str(run_dir), windows=windows, frames=frames))
-        return EXIT_CANCELLED
-    log.info("complete: %d windows, %d frames in %.1f s", windows, frames, time.perf_counter() - t0)
-    emit(Finished(run_dir=str(run_dir), windows=windows, frames=frames, seconds=time.perf_counter() - t0))
-    return EXIT_OK
+    outcome = run_job(job, lambda event: emit(PROTOCOL_EVENTS[type(event)](event, job)), cancel, log_path)
+    log.info("%s: %d windows, %d frames in %.1f s", outcome.status, outcome.windows, outcome.frames,
+             outcome.seconds)
+    emit(terminal_event(outcome, job, log_path))
+    return outcome.exit_code
 
 
 def read_job_text(source: str, stdin: TextIO) -> str:
@@ -230,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         log.error("%s", e)
         emit(ErrorEvent(message=str(e)))
-        return EXIT_INVALID_JOB
+        return ExitCode.USER_ERROR
     if args.resume:
         job = job.model_copy(update={"resume": True})
     try:
@@ -239,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         message = f"cannot write the run directory {job.run_dir}: {e.strerror or e}"
         log.error("%s", message)
         emit(ErrorEvent(message=message))
-        return EXIT_ERROR
+        return ExitCode.USER_ERROR
     watch_stdin(sys.stdin, cancel)
     log.info("job: %s", encode(job))
     return run(job, emit, cancel, log_path)

@@ -16,7 +16,7 @@ VENV="$ROOT/.venv"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 STAMP="$VENV/.laser-blender-installed"   # "<pyproject hash> <extras installed>"
 HASH="$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
-read -r HAVE_HASH HAVE_EXTRAS < "$STAMP" 2>/dev/null || true
+if [ -f "$STAMP" ]; then read -r HAVE_HASH HAVE_EXTRAS < "$STAMP" || true; fi
 # Up to date when pyproject.toml is unchanged and the wanted extras are already there.
 if [ "${HAVE_HASH:-}" != "$HASH" ] || { [ -n "$EXTRAS" ] && [ "${HAVE_EXTRAS:-}" != "$EXTRAS" ]; }; then
     EXTRAS="${EXTRAS:-${HAVE_EXTRAS:-}}"   # keep extras an earlier install added

@@ -25,18 +25,19 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.engine import EngineConfig, align, reconstruct  # noqa: E402
+from core.engine import align, reconstruct  # noqa: E402
 from core.groundtruth import load_ground_truth  # noqa: E402
-from core.rundir import iter_aligned  # noqa: E402
+from core.run.rundir import RunDir  # noqa: E402
+from core.run.settings import EngineSettings  # noqa: E402
 from core.synthetic import Scene, SceneConfig, SyntheticBackbone, SyntheticNoise, SyntheticSource, render_clip  # noqa: E402
-from laser_blender.evaluate import layer_log_ratios, evaluate_run  # noqa: E402
+from laser_blender.evaluate import evaluate_run, layer_log_ratios  # noqa: E402
 
 
 def layer_curves(run_dir: Path, gt_dir: Path, scale: float) -> dict[int, tuple[list[int], list[float]]]:
     """Per scene layer: (frames, median log(scale * depth / true depth)) of a run."""
     gt = load_ground_truth(gt_dir)
     curves: dict[int, tuple[list[int], list[float]]] = {}
-    for win in iter_aligned(run_dir):
+    for win in RunDir(run_dir).iter_aligned():
         for i, frame in enumerate(win.frames.tolist()):
             for layer, value in layer_log_ratios(scale * win.depth[i], gt.depth(frame), gt.layers(frame)):
                 frames, values = curves.setdefault(layer, ([], []))
@@ -54,7 +55,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, help="keep the runs here (default: a temporary folder)")
     args = ap.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
-    config = EngineConfig(window=30, overlap=10)
+    config = EngineSettings(window=30, overlap=10)
     frames = config.window + (args.windows - 1) * config.step
 
     with tempfile.TemporaryDirectory(prefix="figure_lsa_") as tmp:
@@ -64,7 +65,7 @@ def main() -> None:
         _, gt_dir = render_clip(work / "clip", scene_config)
         backbone = SyntheticBackbone(scene, SyntheticNoise(seed=args.seed, first_window_clean=True), (width, height))
         reconstruct(SyntheticSource(scene, frames), backbone, work / "lsa", config)
-        align(work / "lsa" / "predictions", work / "sim3", EngineConfig(layer_align=False))
+        align(work / "lsa" / "predictions", work / "sim3", EngineSettings(layer_align=False))
         runs = {}
         for name in ("sim3", "lsa"):
             metrics = evaluate_run(work / name, gt_dir)

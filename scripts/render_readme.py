@@ -24,14 +24,14 @@ def reconstruct_demo(work: Path) -> Path:
     """Synthetic clip -> run directory (realistic synthetic backbone: noisy, per-window Sim(3))."""
     from core.engine import reconstruct
     from core.synthetic import SceneConfig, render_clip
-    from laser_blender.job import build_pipeline
+    from laser_blender.driver import build_pipeline
     from laser_blender.protocol import Job
 
     clip, gt = render_clip(work / "demo", SceneConfig(width=256, height=192, num_frames=120))
     job = Job(input=str(clip), run_dir=str(work / "run"), backbone="synthetic", synthetic_scene=str(gt),
               window=16, overlap=4, device="cpu")
-    source, backbone, config, info = build_pipeline(job)
-    reconstruct(source, backbone, Path(job.run_dir), config, run_info=info)
+    source, backbone, settings = build_pipeline(job)
+    reconstruct(source, backbone, Path(job.run_dir), settings, job=job.model_dump(mode="json"))
     return Path(job.run_dir)
 
 
@@ -77,6 +77,7 @@ def camera_path_object(run, scene, radius: float, frustum_every: int = 15):
 
 def render(run_dir: Path, out: Path, samples: int, size: tuple[int, int]) -> None:
     import bpy
+
     from laser_blender.scene import SceneOptions, import_run
 
     bpy.ops.wm.read_factory_settings(use_empty=True)

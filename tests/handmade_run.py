@@ -1,4 +1,4 @@
-"""Run directories written by hand with the real format writer (core.rundir.RunWriter).
+"""Run directories written by hand with the real format writer (core.run.rundir.RunWriter).
 
 A smooth camera path orbiting a textured scene; depth is a smooth positive field, so
 every pixel has a well-defined world point. Prediction pixels map to footage pixels
@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core.backbones.base import InputGeometry
-from core.rundir import RunWriter
-from core.types import AlignedWindow
+from core.run.arrays import AlignedWindow
+from core.run.manifest import InputGeometry, PredictionsMeta, RunManifest, RunStatus, SourceInfo
+from core.run.rundir import RunDir, RunWriter
+from core.run.settings import EngineSettings
 
 FOOTAGE = (320, 180)
 GEOMETRY = InputGeometry(footage=FOOTAGE, resized=(160, 96), size=(160, 88), offset=(0, 4))
@@ -57,12 +58,12 @@ def window(index: int, frames: np.ndarray, poses: np.ndarray, size=(88, 160)) ->
 
 def start_run(run_dir: Path, frame_count: int, fps: float = 24.0, footage: str | None = None) -> RunWriter:
     """A run directory with run.json (running) and meta.json, no windows yet."""
-    writer = RunWriter(run_dir, fps=fps)
-    writer.start({"source": {"path": footage, "width": FOOTAGE[0], "height": FOOTAGE[1], "fps": fps,
-                             "num_frames": frame_count},
-                  "settings": {"window": 8, "overlap": 2}})
-    writer.write_meta({"window": 8, "overlap": 2, "height": GEOMETRY.size[1], "width": GEOMETRY.size[0],
-                       "geometry": GEOMETRY.as_dict(), "fps": fps})
+    writer = RunWriter(RunDir(run_dir), fps=fps)
+    writer.start(RunManifest(source=SourceInfo(path=footage, width=FOOTAGE[0], height=FOOTAGE[1], fps=fps,
+                                                num_frames=frame_count),
+                             settings=EngineSettings(window=8, overlap=2)))
+    writer.write_meta(PredictionsMeta(window=8, overlap=2, height=GEOMETRY.size[1], width=GEOMETRY.size[0],
+                                      geometry=GEOMETRY, fps=fps))
     return writer
 
 
@@ -84,5 +85,5 @@ def write_run(run_dir: Path, frame_count: int = 18, per_window: int = 6, n_windo
     for win in wins[:n_windows]:
         writer.write_aligned(win)
     if n_windows is None or n_windows >= len(wins):
-        writer.finish("complete")
+        writer.finish(RunStatus.complete)
     return Path(run_dir)

@@ -17,16 +17,19 @@ import pytest
 from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Vector
 
-from core.engine import EngineConfig, reconstruct
+from core.engine import reconstruct
+from core.geometry.transforms import umeyama_sim3
 from core.groundtruth import load_ground_truth
-from core.metrics import umeyama_sim3
-from core.backbones.base import InputGeometry
-from core.rundir import iter_aligned, list_windows, read_json, read_run
+from core.run.files import list_windows
+from core.run.manifest import RunStatus
+from core.run.rundir import RunDir
+from core.run.settings import EngineSettings
 from core.synthetic import Scene, SceneConfig, SyntheticBackbone, SyntheticNoise, SyntheticSource, render_clip
 from laser_blender.client import WorkerClient
 from laser_blender.protocol import Job, WindowDone
 from laser_blender.scene import COLOR, FRAME_START, SceneOptions, import_run
 from laser_blender.session import ImportSession
+from run_files import iter_aligned, read_run
 
 W, H = 128, 96
 
@@ -61,7 +64,7 @@ def gt_projection_errors(scene, run, gt_dir: Path, frames) -> np.ndarray:
     by the Sim(3) between the GT and the run's camera centres, then into Blender's world.
     """
     gt = load_ground_truth(gt_dir)
-    _, run_poses = _run_trajectory(run.info.run_dir)
+    _, run_poses = _run_trajectory(run.info.run.root)
     to_world = run.world_from_run
     s, R, t = umeyama_sim3(gt.poses[:, :3, 3], run_poses[:, :3, 3])
     rng = np.random.default_rng(0)
@@ -85,8 +88,8 @@ def gt_projection_errors(scene, run, gt_dir: Path, frames) -> np.ndarray:
 def own_projection_errors(scene, run) -> np.ndarray:
     """Pixel distance between the run's own depth, unprojected with its K and pose and seen by
     the Blender camera, and the footage pixel it came from (first and last frame of each window)."""
-    run_dir, to_world = run.info.run_dir, run.world_from_run
-    geometry = InputGeometry.from_dict(read_json(run_dir / "predictions" / "meta.json")["geometry"])
+    run_dir, to_world = run.info.run.root, run.world_from_run
+    geometry = RunDir(run_dir).predictions.read_meta().geometry
     W_f, H_f = geometry.footage
     rng = np.random.default_rng(0)
     errors = []
@@ -119,7 +122,7 @@ def test_noise_free_run_projects_ground_truth_within_half_a_pixel(scene, clip, t
     synthetic = Scene(SceneConfig.from_dict(gt.extra["scene"]))
     backbone = SyntheticBackbone(synthetic, SyntheticNoise.none(), size=(96, 72))
     status = reconstruct(SyntheticSource(synthetic), backbone, tmp_path / "run",
-                         EngineConfig(window=8, overlap=2, layer_align=False, focal_px=float(gt.K[0, 0])))
+                         EngineSettings(window=8, overlap=2, layer_align=False, focal_px=float(gt.K[0, 0])))
     assert status == "complete"
     run = import_run(scene, tmp_path / "run", SceneOptions(point_budget=20_000))
     assert np.array_equal(keys(run.camera), np.arange(30) + FRAME_START)
@@ -146,7 +149,7 @@ def test_worker_stream_builds_scene_progressively(scene, clip, tmp_path):
                     assert len(session.run.windows) == seen_windows
     finally:
         session.close()
-    assert session.state.status == "finished" and session.state.last_error is None
+    assert session.state.status == RunStatus.complete and session.state.last_error is None
     assert seen_windows == 5  # 30 frames, window 8, overlap 2
     run = session.run
     cam = run.camera
@@ -188,7 +191,7 @@ def test_sigkill_keeps_imported_windows_and_resume_finishes(scene, tmp_path_fact
     finally:
         session.close()
     state = session.state
-    assert killed and state.status == "error"
+    assert killed and state.status == RunStatus.failed
     assert "SIGKILL" in state.last_error and "Resume" in state.last_error
     on_disk = [i for i, _ in list_windows(run_dir / "aligned")]
     assert 0 < len(on_disk) < 150 and read_run(run_dir)["status"] == "running"  # killed mid-run
@@ -197,7 +200,7 @@ def test_sigkill_keeps_imported_windows_and_resume_finishes(scene, tmp_path_fact
 
     resumed = ImportSession(scene, WorkerClient(job(long_clip, run_dir, resume=True), python=sys.executable),
                             SceneOptions(point_budget=50_000)).start()
-    assert resumed.run_to_end(poll_s=5.0).status == "finished"
+    assert resumed.run_to_end(poll_s=5.0).status == RunStatus.complete
     assert resumed.run.collection == session.run.collection  # extended, not rebuilt
     assert kept < 900 and np.array_equal(keys(resumed.run.camera), np.arange(900) + FRAME_START)
     assert resumed.run.points <= 50_000

@@ -55,7 +55,7 @@ def test_batch_script_reconstructs_shots_into_blends(tmp_path):
          "--point-budget", "10000"],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 1, result.stderr  # one shot failed
-    assert f"{clip}: finished, 3 windows, 10,000 points -> {tmp_path / 'blends' / 'clip.blend'}" in result.stdout
-    assert "missing.mp4: error" in result.stdout and "no such file" in result.stderr
+    assert f"{clip}: complete, 3 windows, 10,000 points -> {tmp_path / 'blends' / 'clip.blend'}" in result.stdout
+    assert "missing.mp4: failed" in result.stdout and "no such file" in result.stderr
     got = open_blend(tmp_path / "blends" / "clip.blend")
     assert got["windows"] == [0, 1, 2] and got["keys"] == 20 and got["points"] == 10_000

@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.rundir import list_windows, read_run, read_tum
+from core.run.files import list_windows
+from core.run.tum import read_tum
 from core.synthetic import SceneConfig, render_clip
+from run_files import read_run
 
 CLI = [str(Path(sys.executable).with_name("laser-blender"))]
 
@@ -102,7 +104,7 @@ def test_invalid_settings_are_rejected(tmp_path, clip):
 
 def test_align_accepts_foreign_predictions_and_rejects_malformed_ones(tmp_path):
     """A predictions/ directory written by another tool (plain numpy) registers; broken ones fail clearly."""
-    from core.geometry import unproject
+    from core.geometry.camera import unproject
     from core.synthetic import Scene
 
     scene = Scene(SceneConfig(width=64, height=48))

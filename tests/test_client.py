@@ -14,7 +14,11 @@ from pathlib import Path
 import pytest
 
 from laser_blender.client import (
-    WorkerClient, WorkerError, _script_interpreter, find_engine_python, probe_engine_python,
+    WorkerClient,
+    WorkerError,
+    _script_interpreter,
+    find_engine_python,
+    probe_engine_python,
 )
 from laser_blender.protocol import ErrorEvent, Finished, Job, Progress, WarningEvent
 

@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 
 from core import events
-from core.engine import EngineConfig, align, count_windows, iter_windows, reconstruct
+from core.engine import align, count_windows, iter_windows, reconstruct
 from core.metrics import ate, depth_metrics
-from core.rundir import iter_aligned, list_windows, read_run, read_tum
+from core.run.files import list_windows
+from core.run.settings import EngineSettings
+from core.run.tum import read_tum
 from core.synthetic import Scene, SceneConfig, SyntheticBackbone, SyntheticNoise, SyntheticSource
+from run_files import iter_aligned, read_run
 
 SMALL = SceneConfig(width=96, height=72, num_frames=130)
 
@@ -51,7 +54,7 @@ def test_windows_skip_to_first_window():
 def test_noise_free_registration_recovers_trajectory_and_depth(tmp_path):
     scene = Scene(SMALL)
     status = reconstruct(SyntheticSource(scene), SyntheticBackbone(scene, SyntheticNoise.none(seed=3)),
-                         tmp_path, EngineConfig(window=12, overlap=4, layer_align=False))
+                         tmp_path, EngineSettings(window=12, overlap=4, layer_align=False))
     assert status == "complete"
     wins, frames, poses, depth, mask = _concat(tmp_path)
     assert len(wins) >= 10
@@ -67,7 +70,7 @@ def test_noise_free_registration_recovers_trajectory_and_depth(tmp_path):
 def test_known_focal_overrides_estimate(tmp_path):
     scene = Scene(SMALL)
     reconstruct(SyntheticSource(scene, num_frames=20), SyntheticBackbone(scene, SyntheticNoise(seed=1)), tmp_path,
-                EngineConfig(window=10, overlap=3, layer_align=False, focal_px=123.0))
+                EngineSettings(window=10, overlap=3, layer_align=False, focal_px=123.0))
     K = next(iter_aligned(tmp_path)).K
     assert K[0, 0] == pytest.approx(123.0) and K[1, 1] == pytest.approx(123.0)
     assert (K[0, 2], K[1, 2]) == (SMALL.width / 2, SMALL.height / 2)
@@ -76,7 +79,7 @@ def test_known_focal_overrides_estimate(tmp_path):
 def test_run_directory_format(tmp_path):
     scene = Scene(SMALL)
     src = SyntheticSource(scene, num_frames=30)
-    reconstruct(src, SyntheticBackbone(scene), tmp_path, EngineConfig(window=12, overlap=4, layer_align=False))
+    reconstruct(src, SyntheticBackbone(scene), tmp_path, EngineSettings(window=12, overlap=4, layer_align=False))
     meta = json.loads((tmp_path / "predictions" / "meta.json").read_text())
     assert {k: meta[k] for k in ("window", "overlap", "height", "width")} == \
            {"window": 12, "overlap": 4, "height": 72, "width": 96}
@@ -102,7 +105,7 @@ def test_run_directory_format(tmp_path):
 
 def test_align_reproduces_reconstruct_from_predictions(tmp_path):
     scene = Scene(SMALL)
-    cfg = EngineConfig(window=12, overlap=4, layer_align=False)
+    cfg = EngineSettings(window=12, overlap=4, layer_align=False)
     reconstruct(SyntheticSource(scene, num_frames=40), SyntheticBackbone(scene), tmp_path / "a", cfg)
     assert align(tmp_path / "a" / "predictions", tmp_path / "b", cfg) == "complete"
     _, fa, pa, da, _ = _concat(tmp_path / "a")
@@ -118,7 +121,7 @@ def test_align_reproduces_reconstruct_from_predictions(tmp_path):
 def test_cancel_keeps_finished_windows_and_resume_completes(tmp_path, layer_align):
     scene = Scene(SMALL)
     backbone = SyntheticBackbone(scene, SyntheticNoise(seed=2))
-    cfg = EngineConfig(window=12, overlap=4, layer_align=layer_align)
+    cfg = EngineSettings(window=12, overlap=4, layer_align=layer_align)
     cancel = threading.Event()
     seen = []
 
@@ -156,7 +159,7 @@ def test_backbone_failure_marks_run_failed_and_keeps_windows(tmp_path):
             return super().predict(images, frames)
 
     with pytest.raises(RuntimeError, match="GPU fell off"):
-        reconstruct(SyntheticSource(scene), Breaks(scene), tmp_path, EngineConfig(window=12, overlap=4,
+        reconstruct(SyntheticSource(scene), Breaks(scene), tmp_path, EngineSettings(window=12, overlap=4,
                                                                                    layer_align=False))
     run = read_run(tmp_path)
     assert run["status"] == "failed" and "GPU fell off" in run["error"]
@@ -181,7 +184,7 @@ def test_bounded_queue_applies_back_pressure(tmp_path):
             threading.Event().wait(0.05)
 
     reconstruct(SyntheticSource(scene), Counting(scene), tmp_path,
-                EngineConfig(window=12, overlap=4, layer_align=False, queue_size=2), on_event=on_event)
+                EngineSettings(window=12, overlap=4, layer_align=False, queue_size=2), on_event=on_event)
     assert len(registered) == count_windows(SMALL.num_frames, 12, 4)
 
 
@@ -189,7 +192,7 @@ def test_each_window_is_announced_before_it_is_registered(tmp_path):
     scene = Scene(SMALL)
     seen = []
     reconstruct(SyntheticSource(scene, num_frames=40), SyntheticBackbone(scene), tmp_path,
-                EngineConfig(window=12, overlap=4, layer_align=False), on_event=seen.append)
+                EngineSettings(window=12, overlap=4, layer_align=False), on_event=seen.append)
     predicting = [e for e in seen if isinstance(e, events.Predicting)]
     done = [e for e in seen if isinstance(e, events.WindowDone)]
     assert [(e.index, e.first_frame, e.last_frame) for e in predicting] == [(0, 0, 11), (1, 8, 19), (2, 16, 27),

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from core.backbones.base import InputGeometry
 from core.groundtruth import GroundTruthError, GroundTruthWriter
-from core.rundir import RunDirError, RunWriter
-from core.types import AlignedWindow
+from core.run.arrays import AlignedWindow
+from core.run.files import RunDirError
+from core.run.manifest import InputGeometry, RunManifest, RunStatus
+from core.run.rundir import RunDir, RunWriter
 from laser_blender.evaluate import evaluate_run, format_report
 
 FOOTAGE = (48, 36)  # the prediction grid is 3x coarser: its pixel centres are footage pixel centres
@@ -61,8 +62,8 @@ def write_run(root: Path, geometry: InputGeometry, frames, layer_gain=None, wind
     """
     to_footage = geometry.to_footage()
     K_run = np.linalg.inv(to_footage) @ K_GT
-    writer = RunWriter(root, fps=FPS)
-    writer.start({"geometry": geometry.as_dict()})
+    writer = RunWriter(RunDir(root), fps=FPS)
+    writer.start(RunManifest(geometry=geometry))
     frames = list(frames)
     for index, start in enumerate(range(0, len(frames), window)):
         chunk = frames[start:start + window]
@@ -88,7 +89,7 @@ def write_run(root: Path, geometry: InputGeometry, frames, layer_gain=None, wind
             conf=np.ones((n, h, w), np.float32), colors=np.zeros((n, h, w, 3), np.uint8),
             mask=mask, scale=SIM_S,
         ))
-    writer.finish("complete")
+    writer.finish(RunStatus.complete)
     return root
 
 
@@ -132,7 +133,7 @@ def test_wrong_geometry_is_noticed(tmp_path):
     gt = write_gt(tmp_path / "gt")
     run = write_run(tmp_path / "run", CROP, range(N_FRAMES))
     info = json.loads((run / "run.json").read_text())
-    info["geometry"] = InputGeometry.resize_only(FOOTAGE, CROP.size).as_dict()
+    info["geometry"] = InputGeometry.resize_only(FOOTAGE, CROP.size).model_dump()
     (run / "run.json").write_text(json.dumps(info))
     m = evaluate_run(run, gt)
     assert m["depth"]["abs_rel"] > 1e-3 and m["pointcloud"]["chamfer"] > 1e-3
@@ -160,8 +161,8 @@ def test_errors(tmp_path):
     run = write_run(tmp_path / "far", RESIZE, [30, 31, 32, 33])
     with pytest.raises(GroundTruthError, match="only 0 of the run's 4 frames are in the ground truth"):
         evaluate_run(run, gt)
-    empty = RunWriter(tmp_path / "empty")
-    empty.start({})
+    empty = RunWriter(RunDir(tmp_path / "empty"))
+    empty.start(RunManifest())
     with pytest.raises(RunDirError, match="no aligned windows"):
         evaluate_run(tmp_path / "empty", gt)
 

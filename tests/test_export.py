@@ -10,10 +10,13 @@ import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
 
-from core.engine import EngineConfig, reconstruct
-from core.geometry import unproject
-from core.metrics import umeyama_sim3
-from core.rundir import RunWriter, read_tum
+from core.engine import reconstruct
+from core.geometry.camera import unproject
+from core.geometry.transforms import umeyama_sim3
+from core.run.manifest import RunManifest, SourceInfo
+from core.run.rundir import RunDir, RunWriter
+from core.run.settings import EngineSettings
+from core.run.tum import read_tum
 from core.synthetic import Scene, SceneConfig, SyntheticBackbone, SyntheticNoise, SyntheticSource
 
 CLI = str(Path(sys.executable).with_name("laser-blender"))
@@ -27,7 +30,7 @@ def _export(*args):
 def test_exported_points_lie_on_the_true_surfaces(tmp_path):
     scene = Scene(SCENE)
     reconstruct(SyntheticSource(scene), SyntheticBackbone(scene, SyntheticNoise.none(seed=4)), tmp_path / "run",
-                EngineConfig(window=12, overlap=4))
+                EngineSettings(window=12, overlap=4))
     r = _export(tmp_path / "run", "-o", tmp_path / "cloud.ply", "--max-points", 20_000)
     assert r.returncode == 0, r.stderr
     cloud = trimesh.load(tmp_path / "cloud.ply")
@@ -52,8 +55,8 @@ def test_exported_points_lie_on_the_true_surfaces(tmp_path):
 def test_export_rejects_unknown_formats_and_empty_runs(tmp_path):
     r = _export(tmp_path, "-o", tmp_path / "cloud.obj")
     assert r.returncode == 2 and ".obj" in r.stderr and ".ply" in r.stderr
-    writer = RunWriter(tmp_path / "empty")
-    writer.start({"source": {"path": "x.mp4"}})
+    writer = RunWriter(RunDir(tmp_path / "empty"))
+    writer.start(RunManifest(source=SourceInfo(path="x.mp4")))
     r = _export(tmp_path / "empty", "-o", tmp_path / "cloud.ply")
     assert r.returncode == 2 and "no registered window" in r.stderr and "Traceback" not in r.stderr
     r = _export(tmp_path / "missing", "-o", tmp_path / "cloud.ply")

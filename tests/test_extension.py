@@ -41,7 +41,7 @@ def test_zip_holds_addon_and_wheels_only(extension_zip):
     assert not [n for n in names if n.startswith(("tests", "benchmarks", "docs", "core", ".")) or "__pycache__" in n]
     own = zipfile.ZipFile(extension_zip).open(next(n for n in names if n.startswith("wheels/laser_blender")))
     inner = zipfile.ZipFile(own).namelist()
-    assert "laser_blender/scene.py" in inner and "core/rundir.py" in inner
+    assert "laser_blender/scene.py" in inner and "core/run/rundir.py" in inner
     assert not [n for n in inner if "engine" in n or "worker" in n or "backbones/pi3" in n]
 
 

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from core.backbones.base import InputGeometry
-from core.frames import FrameSourceError, SourceInfo, natural_key, open_source
+from core.frames import FrameSourceError, natural_key, open_source
+from core.run.manifest import InputGeometry, SourceInfo
 
 W, H = 64, 48
 N_FRAMES = 30

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.geometry import intrinsics
-from core.keyframes import KeyframeMemory, project, sample_points, zbuffer
+from core.geometry.camera import intrinsics, project, sample_points, zbuffer
 from core.layer_align import LayerAlignInput, LayerAlignParams, align_layers
+from core.layer_align.keyframes import KeyframeMemory
 from core.layer_align.segment import sample_grid
-from core.types import AlignedWindow
+from core.run.arrays import AlignedWindow
 
 N, O, H, W = 12, 4, 64, 96
 K = intrinsics(80.0, 80.0, W / 2, H / 2)
@@ -54,7 +54,7 @@ def align(truth: np.ndarray, new: np.ndarray, memory: KeyframeMemory | None):
     poses = np.repeat(np.eye(4)[None], N, axis=0)
     return align_layers(LayerAlignInput(ref_depth=truth[:O], ref_mask=ones[:O], depth=new, mask=ones,
                                         conf=np.ones(new.shape, np.float32), overlap=O,
-                                        memory=memory, poses=poses, K=K))
+                                        poses=poses, K=K), memory=memory)
 
 
 def warp(points: np.ndarray, pose: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -226,7 +226,8 @@ def test_rejects_inconsistent_shapes():
 def test_streaming_engine_with_lsa_meets_the_accuracy_targets(tmp_path):
     """Synthetic stream, 10 windows, first window free of layer distortion: the same
     predictions registered with and without LSA (issue 3's targets, one seed)."""
-    from core.engine import EngineConfig, align, reconstruct
+    from core.engine import align, reconstruct
+    from core.run.settings import EngineSettings
     from core.synthetic import Scene, SceneConfig, SyntheticBackbone, SyntheticNoise, SyntheticSource, render_clip
     from laser_blender.evaluate import evaluate_run
 
@@ -234,8 +235,8 @@ def test_streaming_engine_with_lsa_meets_the_accuracy_targets(tmp_path):
     scene = Scene(config)
     _, gt_dir = render_clip(tmp_path / "clip", config)
     backbone = SyntheticBackbone(scene, SyntheticNoise(seed=0, first_window_clean=True), (256, 192))
-    assert reconstruct(SyntheticSource(scene), backbone, tmp_path / "lsa", EngineConfig()) == "complete"
-    assert align(tmp_path / "lsa" / "predictions", tmp_path / "sim3", EngineConfig(layer_align=False)) == "complete"
+    assert reconstruct(SyntheticSource(scene), backbone, tmp_path / "lsa", EngineSettings()) == "complete"
+    assert align(tmp_path / "lsa" / "predictions", tmp_path / "sim3", EngineSettings(layer_align=False)) == "complete"
     lsa, sim3 = evaluate_run(tmp_path / "lsa", gt_dir), evaluate_run(tmp_path / "sim3", gt_dir)
 
     assert lsa["frames"]["matched"] == sim3["frames"]["matched"] == 210

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from core.metrics import (
-    ate, depth_metrics, median_scale, pointcloud_metrics, rotation_angle_deg, rpe, subsample, umeyama_sim3,
-)
+from core.geometry.rotations import rotation_angle_deg
+from core.geometry.transforms import umeyama_sim3
+from core.metrics import ate, depth_metrics, median_scale, pointcloud_metrics, rpe, subsample
 
 RNG = np.random.default_rng(7)
 

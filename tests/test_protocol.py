@@ -10,8 +10,22 @@ import pytest
 from pydantic import ValidationError
 
 from laser_blender.protocol import (
-    PROTOCOL_VERSION, Cancel, Cancelled, ErrorEvent, Finished, Job, Progress, ProtocolIssue, Started,
-    WarningEvent, WindowDone, decode, decode_control, encode, is_terminal, parse_job,
+    PROTOCOL_VERSION,
+    Cancel,
+    Cancelled,
+    ErrorEvent,
+    Finished,
+    Job,
+    Progress,
+    ProtocolIssue,
+    Started,
+    WarningEvent,
+    WindowDone,
+    decode,
+    decode_control,
+    encode,
+    is_terminal,
+    parse_job,
 )
 
 EVENTS = [
@@ -66,7 +80,7 @@ def test_job_file_may_span_lines_and_omit_version_and_type():
     ('{"input": "a", "run_dir": "r", "focal_mm": 35}', "needs sensor_width_mm"),
     ('{"input": "a", "run_dir": "r", "focal_mm": 35, "sensor_width_mm": 36, "focal_px": 900}', "not both"),
     ('{"input": "a", "run_dir": "r", "backbone": "synthetic"}', "needs synthetic_scene"),
-    ('{"input": "a", "run_dir": "r", "backbone": "dust3r"}', "backbone: Input should be 'pi3', 'vggt' or 'synthetic'"),
+    ('{"input": "a", "run_dir": "r", "backbone": "dust3r"}', "backbone: Input should be 'pi3', 'vggt', 'da3', 'da3-small', 'da3-base' or 'synthetic'"),
 ])
 def test_invalid_jobs_are_rejected_with_the_reason(text, expected):
     with pytest.raises(ValueError) as info:
@@ -130,9 +144,9 @@ def test_terminal_events():
     assert not is_terminal(decode("junk"))
 
 
-def test_protocol_and_client_import_neither_torch_numpy_nor_bpy():
+def test_protocol_and_client_import_neither_torch_cv2_nor_bpy():
     code = ("import sys, laser_blender.protocol, laser_blender.client;"
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'bpy', 'core'));"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'cv2', 'bpy'));"
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -5,10 +5,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from core.geometry import apply_sim3_to_poses, estimate_focal, intrinsics, rigid_align, robust_log_scale, unproject
+from core.geometry.camera import intrinsics, unproject
+from core.geometry.fitting import estimate_focal, robust_log_scale
+from core.geometry.rotations import quaternion_to_rotation, rotation_to_quaternion
+from core.geometry.transforms import apply_sim3_to_poses, rigid_align
 from core.registration import Reference, confidence_mask, register_window
-from core.rundir import quaternion_to_rotation, rotation_to_quaternion
-from core.types import WindowPrediction
+from core.run.arrays import WindowPrediction
 
 
 def _rot(rvec):

@@ -11,7 +11,8 @@ import pytest
 from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Vector
 
-from core.rundir import load_aligned
+from core.run.manifest import RunStatus
+from core.run.rundir import load_aligned
 from handmade_run import FOOTAGE, GEOMETRY, start_run, windows, write_run
 from laser_blender.scene import COLOR, FRAME_START, RunScene, SceneOptions, import_run
 
@@ -239,7 +240,7 @@ def test_session_turns_an_unreadable_window_into_an_error(scene, tmp_path):
     session = ImportSession(scene, WorkerClient(Job(input="clip.mp4", run_dir=str(run_dir))))
     session.apply(WindowDone(index=0, frames=list(range(6)), path=str(run_dir / "aligned" / "w00000.npz")))
     session.apply(WindowDone(index=1, frames=list(range(6, 12)), path=str(bad)))
-    assert session.state.status == "error" and str(bad) in session.state.last_error
+    assert session.state.status == RunStatus.failed and str(bad) in session.state.last_error
     assert session.run.windows == {0} and session.state.windows == [0]
 
 

@@ -24,6 +24,7 @@ from core.backbones.weights import (
     parse_weights,
     read_config,
     save_checkpoint,
+    tied_keys,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,6 +132,9 @@ def test_parse_weights(tmp_path) -> None:
     local.write_bytes(b"")
     assert parse_weights("pi3", None) == HubFile("yyfz233/Pi3", "model.safetensors")
     assert parse_weights("vggt", None) == HubFile("facebook/VGGT-1B", "model.pt")
+    assert parse_weights("da3", None) == HubFile("depth-anything/DA3-BASE", "model.safetensors")
+    assert parse_weights("da3-base", None) == HubFile("depth-anything/DA3-BASE", "model.safetensors")
+    assert parse_weights("da3-small", None) == HubFile("depth-anything/DA3-SMALL", "model.safetensors")
     assert parse_weights("vggt", "facebook/VGGT-1B-Commercial") == HubFile("facebook/VGGT-1B-Commercial", "model.pt")
     assert parse_weights("vggt", "facebook/VGGT-1B/model.safetensors") == HubFile("facebook/VGGT-1B", "model.safetensors")
     assert parse_weights("pi3", str(local)) == local
@@ -151,6 +155,8 @@ def run_offline(code: str, hf_home: Path) -> subprocess.CompletedProcess:
         ("pi3", None, "yyfz233/Pi3", "model.safetensors"),
         ("vggt", None, "facebook/VGGT-1B", "model.pt"),
         ("vggt", "facebook/VGGT-1B-Commercial", "facebook/VGGT-1B-Commercial", "model.pt"),
+        ("da3", None, "depth-anything/DA3-BASE", "model.safetensors"),
+        ("da3-small", None, "depth-anything/DA3-SMALL", "model.safetensors"),
     ],
 )
 def test_missing_weights_offline_says_which_file_and_how_to_provide_it(tmp_path, network, weights, repo, filename):
@@ -196,5 +202,46 @@ def test_licence_notices() -> None:
     vggt = licence_notice("vggt", None)
     assert "non-commercial" in vggt
     assert "--weights facebook/VGGT-1B-Commercial" in vggt and "gated" in vggt and "login" in vggt
+    for notice in (pi3, vggt):  # the non-commercial networks point to the commercial choice
+        assert "--backbone da3" in notice and "Apache-2.0" in notice
     commercial = licence_notice("vggt", "facebook/VGGT-1B-Commercial")
     assert "commercial use permitted" in commercial and "non-commercial" not in commercial
+    for name, repo in [("da3", "DA3-BASE"), ("da3-base", "DA3-BASE"), ("da3-small", "DA3-SMALL")]:
+        notice = licence_notice(name, None)
+        assert f"depth-anything/{repo}" in notice and "Apache-2.0" in notice
+        assert "commercial use permitted" in notice and "non-commercial" not in notice
+
+
+@pytest.fixture(scope="module")
+def da3_tiny(fixtures_dir: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    config = json.loads((fixtures_dir / "da3_tiny_config.json").read_text())
+    return config, load_file(fixtures_dir / "da3_tiny_state_dict.safetensors")
+
+
+def test_da3_official_checkpoint_layout_loads_unchanged(tmp_path, da3_tiny) -> None:
+    """Released DA3 files hold the network under ``model.`` (the Hugging Face wrapper) and
+    the LayerNorm shared by the four ray heads once, under its first name."""
+    config, state = da3_tiny
+    model = load_network("da3", "random", config=config)
+    aliases = tied_keys(model)
+    assert sorted(aliases) == [f"head.scratch.output_conv2_aux.{i}.2.{p}" for i in (1, 2, 3) for p in ("bias", "weight")]
+    assert set(aliases.values()) == {"head.scratch.output_conv2_aux.0.2.weight", "head.scratch.output_conv2_aux.0.2.bias"}
+    path = tmp_path / "model.safetensors"
+    save_file({f"model.{k}": v for k, v in state.items() if k not in aliases}, str(path))
+    assert read_config(path) is None
+    loaded = load_network("da3", str(path), config=config)
+    assert_same_state(loaded, state)
+    shared = loaded.head.scratch.output_conv2_aux
+    assert all(shared[i][2] is shared[0][2] for i in range(4))
+    # The variant decides the size when neither the file nor the caller gives a config.
+    with pytest.raises(StateDictMismatch, match=r"shape differs"):
+        load_network("da3-small", str(path))
+
+
+def test_da3_checkpoint_round_trip_stores_tied_tensor_once(tmp_path, da3_tiny) -> None:
+    config, state = da3_tiny
+    model = load_network("da3", "random", config=config)
+    model.load_state_dict(state)
+    path = save_checkpoint(model, tmp_path / "da3.safetensors", config)
+    assert len(load_file(path)) == len(state) - 6
+    assert_same_state(load_network("da3-small", str(path)), state)  # the embedded config wins

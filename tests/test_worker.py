@@ -18,13 +18,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.rundir import iter_aligned, read_tum
+from core.run.tum import read_tum
 from core.synthetic import SceneConfig, render_clip
 from laser_blender.client import WorkerClient
+from laser_blender.outcome import ExitCode
 from laser_blender.protocol import (
-    Cancelled, ErrorEvent, Finished, Job, Predicting, Progress, ProtocolIssue, Started, WindowDone, decode, encode,
+    Cancelled,
+    ErrorEvent,
+    Finished,
+    Job,
+    Predicting,
+    Progress,
+    ProtocolIssue,
+    Started,
+    WindowDone,
+    decode,
+    encode,
 )
-from laser_blender.worker import EXIT_CANCELLED, EXIT_ERROR, EXIT_INVALID_JOB, EXIT_OK
+from run_files import iter_aligned
+
+EXIT_OK, EXIT_CANCELLED = ExitCode.OK, ExitCode.CANCELLED
+EXIT_ERROR = EXIT_INVALID_JOB = ExitCode.USER_ERROR  # bad input, weights, paths or job: the user's to fix
 
 WORKER = [sys.executable, "-m", "laser_blender.worker"]
 # A crash in the client's reader threads must fail the test, not just warn.
@@ -150,16 +164,15 @@ def test_client_runs_the_worker_with_the_job_on_stdin(clips, tmp_path):
 
 
 def test_build_pipeline_maps_the_job_onto_the_engine(clips, tmp_path):
-    from laser_blender.job import build_pipeline
+    from laser_blender.driver import build_pipeline
 
     job = make_job(clips, SHORT, tmp_path / "run", stride=2, start=3, max_frames=5, conf_keep=0.3,
                    layer_align=False, focal_mm=35.0, sensor_width_mm=36.0)
-    source, backbone, config, info = build_pipeline(job)
+    source, backbone, config = build_pipeline(job)
     assert [i for i, _ in source.frames()] == [3, 5, 7, 9, 11]
     assert backbone.name == "synthetic"
     assert (config.window, config.overlap, config.conf_keep, config.layer_align) == (6, 2, 0.3, False)
     assert config.focal_px == pytest.approx(35.0 / 36.0 * 64)
-    assert info == {"job": job.model_dump(mode="json")}
     in_pixels = job.model_copy(update={"focal_mm": None, "sensor_width_mm": None, "focal_px": 50.0})
     assert build_pipeline(in_pixels)[2].focal_px == 50.0
 

@@ -1,7 +1,7 @@
 """The real networks behind the engine's :class:`~core.backbones.base.Backbone` interface.
 
-:func:`load_backbone` loads pi3 or VGGT and wraps it so that a window of uint8
-frames becomes a :class:`~core.types.WindowPrediction`: camera-space points in
+:func:`load_backbone` loads pi3, VGGT or DA3 and wraps it so that a window of uint8
+frames becomes a :class:`~core.run.arrays.WindowPrediction`: camera-space points in
 OpenCV axes (x right, y down, z forward), camera-to-world poses in the window's
 frame, a confidence where larger is better, and the input colours.
 
@@ -12,6 +12,13 @@ at ``geometry.size``):
 * pi3: aspect-preserving resize to about 255,000 pixels, sides multiples of 14.
 * VGGT: width 518, height aspect-correct to a multiple of 14, centre crop to 518
   rows for portrait footage.
+* DA3: longest side 504, each side then rounded to the nearest multiple of 14, no crop;
+  the frames are ImageNet-normalised before the network (DA3 does not do it inside).
+
+Reference views: VGGT's is frame 0 of the window; pi3 has none (permutation-equivariant);
+DA3 chooses one per window from its tokens, as upstream does, when the window has 3 or
+more frames. Either way the window's poses share one arbitrary frame, which registration
+aligns.
 """
 
 from __future__ import annotations
@@ -24,13 +31,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from core.backbones.base import InputGeometry
+from core.backbones import NETWORK_BACKBONES
 from core.backbones.weights import licence_notice, load_network
-from core.types import WindowPrediction
+from core.errors import UserError
+from core.run.arrays import WindowPrediction
+from core.run.manifest import InputGeometry
 
 PATCH = 14
 PI3_PIXEL_LIMIT = 255_000
 VGGT_SIZE = 518
+DA3_LONG_SIDE = 504
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -69,6 +79,21 @@ def vggt_input_geometry(footage: tuple[int, int]) -> InputGeometry:
     )
 
 
+def da3_input_geometry(footage: tuple[int, int]) -> InputGeometry:
+    """DA3 input size for footage (W, H), no crop: the longest side is scaled to 504 (sides
+    rounded to whole pixels), then each side goes to the nearest multiple of 14 (halfway
+    rounds up). Upstream resizes twice to get there; one resize gives the same mapping.
+    Examples: 4:3 -> 504x378, 16:9 -> 504x280, 9:16 -> 280x504, 1:1 -> 504x504."""
+    scale = DA3_LONG_SIDE / max(footage)
+
+    def nearest_multiple(side: int) -> int:
+        down = side // PATCH * PATCH
+        return max(PATCH, down + PATCH if side - down >= PATCH / 2 else down)
+
+    w, h = (nearest_multiple(max(1, round(side * scale))) for side in footage)
+    return InputGeometry.resize_only(footage, (w, h))
+
+
 def _numpy(x: Tensor) -> np.ndarray:
     return x.detach().float().cpu().numpy()
 
@@ -84,36 +109,103 @@ def pi3_prediction(out: dict[str, Tensor], images: np.ndarray, frames: np.ndarra
     )
 
 
-def vggt_prediction(out: dict[str, Tensor], images: np.ndarray, frames: np.ndarray) -> WindowPrediction:
-    """VGGT outputs for one sample (batch 1) -> WindowPrediction.
+def depth_camera_prediction(
+    depth: Tensor,
+    cam_from_world: Tensor,
+    intrinsics: Tensor,
+    conf: Tensor,
+    images: np.ndarray,
+    frames: np.ndarray,
+) -> WindowPrediction:
+    """A window predicted as depth plus cameras (VGGT, DA3) -> WindowPrediction.
 
-    Points are the depth map unprojected with the predicted intrinsics exactly as
-    VGGT does (integer pixel coordinates); the intrinsics reported are shifted by half
-    a pixel to this project's convention (pixel centres at +0.5), so that projecting a
-    point with them lands on its pixel's centre. Poses invert the predicted
-    camera-from-world extrinsics. Confidence is ``depth_conf`` (>= 1).
+    Args:
+        depth: (N, H, W) z-depth.
+        cam_from_world: (N, 3, 4) world-to-camera extrinsics [R | t], OpenCV axes.
+        intrinsics: (N, 3, 3) in pixels on the networks' integer pixel grid (pixel
+            (row i, column j) at (j, i), principal point (W/2, H/2)).
+        conf: (N, H, W) confidence, larger is better.
+        images, frames: the window's colours and frame indices.
+
+    Points are the depth map unprojected with the intrinsics exactly as the networks'
+    own post-processing does (integer pixel coordinates); the intrinsics reported are
+    shifted by half a pixel to this project's convention (pixel centres at +0.5), so
+    that projecting a point with them lands on its pixel's centre. Poses are the
+    inverse extrinsics, camera-to-world.
     """
-    from core.backbones.vggt import cam_to_world_from_extrinsics, decode_pose_encoding, depth_to_camera_points
+    from core.backbones.vggt import cam_to_world_from_extrinsics, depth_to_camera_points
 
-    pose_enc, depth = out["pose_enc"][0].float(), out["depth"][0, ..., 0].float()
-    extrinsics, intrinsics = decode_pose_encoding(pose_enc, tuple(depth.shape[-2:]))
     points = depth_to_camera_points(depth, intrinsics)
-    poses = cam_to_world_from_extrinsics(extrinsics.double())
+    poses = cam_to_world_from_extrinsics(cam_from_world.double())
     intrinsics = intrinsics.clone()
     intrinsics[:, :2, 2] += 0.5
     return WindowPrediction(
         frames=frames,
         points=_numpy(points),
         poses=_numpy(poses),
-        conf=_numpy(out["depth_conf"][0]),
+        conf=_numpy(conf),
         colors=images,
         intrinsics=_numpy(intrinsics),
     )
 
 
-NETWORKS: dict[str, tuple[Callable[[tuple[int, int]], InputGeometry], Callable[..., WindowPrediction]]] = {
-    "pi3": (pi3_input_geometry, pi3_prediction),
-    "vggt": (vggt_input_geometry, vggt_prediction),
+def vggt_prediction(out: dict[str, Tensor], images: np.ndarray, frames: np.ndarray) -> WindowPrediction:
+    """VGGT outputs for one sample (batch 1) -> WindowPrediction (:func:`depth_camera_prediction`;
+    cameras decoded from ``pose_enc``, confidence ``depth_conf`` >= 1)."""
+    from core.backbones.vggt import decode_pose_encoding
+
+    pose_enc, depth = out["pose_enc"][0].float(), out["depth"][0, ..., 0].float()
+    extrinsics, intrinsics = decode_pose_encoding(pose_enc, tuple(depth.shape[-2:]))
+    return depth_camera_prediction(depth, extrinsics, intrinsics, out["depth_conf"][0], images, frames)
+
+
+def da3_prediction(out: dict[str, Tensor], images: np.ndarray, frames: np.ndarray) -> WindowPrediction:
+    """DA3 outputs for one sample (batch 1) -> WindowPrediction (:func:`depth_camera_prediction`
+    of ``depth``, ``extrinsics``, ``intrinsics``; confidence ``depth_conf`` >= 1)."""
+    return depth_camera_prediction(
+        out["depth"][0].float(),
+        out["extrinsics"][0].float(),
+        out["intrinsics"][0].float(),
+        out["depth_conf"][0],
+        images,
+        frames,
+    )
+
+
+def _run_pi3(model: nn.Module, images: Tensor) -> dict[str, Tensor]:
+    return model(images)
+
+
+def _run_vggt(model: nn.Module, images: Tensor) -> dict[str, Tensor]:
+    # The point head is not needed: points come from VGGT's depth and cameras.
+    return model(images, predict_points=False)
+
+
+def _run_da3(model: nn.Module, images: Tensor) -> dict[str, Tensor]:
+    from core.backbones.da3 import normalize_images
+
+    return model(normalize_images(images))
+
+
+@dataclass(frozen=True)
+class NetworkAdapter:
+    """How the engine drives one network.
+
+    Attributes:
+        input_geometry: footage (W, H) -> the network's input size and crop.
+        run: (model, images (1, N, 3, h, w) RGB in [0, 1]) -> the network's outputs.
+        prediction: (outputs, uint8 images, frame indices) -> WindowPrediction.
+    """
+
+    input_geometry: Callable[[tuple[int, int]], InputGeometry]
+    run: Callable[[nn.Module, Tensor], dict[str, Tensor]]
+    prediction: Callable[[dict[str, Tensor], np.ndarray, np.ndarray], WindowPrediction]
+
+
+NETWORKS: dict[str, NetworkAdapter] = {
+    "pi3": NetworkAdapter(pi3_input_geometry, _run_pi3, pi3_prediction),
+    "vggt": NetworkAdapter(vggt_input_geometry, _run_vggt, vggt_prediction),
+    "da3": NetworkAdapter(da3_input_geometry, _run_da3, da3_prediction),
 }
 
 
@@ -121,9 +213,12 @@ def resolve_device(device: str = "auto") -> torch.device:
     """'auto' -> the first CUDA device when available, else CPU; anything else as given."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"--device {device}: not a device; use auto, cpu, cuda, cuda:1, mps, ...") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} asked for, but CUDA is not available")
+        raise UserError(f"--device {device}: CUDA is not available on this machine; use --device cpu or auto")
     return resolved
 
 
@@ -147,7 +242,8 @@ class NetworkBackbone:
     """A loaded network as an engine :class:`~core.backbones.base.Backbone`.
 
     Attributes:
-        name: "pi3" or "vggt".
+        name: the backbone name (a :data:`~core.backbones.NETWORK_BACKBONES` key: "pi3", "vggt",
+            "da3", "da3-small", "da3-base").
         model: the network in eval mode on ``device``.
         device: where it runs.
         amp_dtype: autocast dtype of the trunk, None for float32 (heads always float32).
@@ -160,9 +256,14 @@ class NetworkBackbone:
     amp_dtype: torch.dtype | None = None
     licence: str = ""
 
+    @property
+    def adapter(self) -> NetworkAdapter:
+        """How this backbone's network is driven (its :data:`NETWORKS` entry)."""
+        return NETWORKS[NETWORK_BACKBONES[self.name].network]
+
     def input_geometry(self, footage: tuple[int, int]) -> InputGeometry:
         """Network input size and crop for footage of size (W, H)."""
-        return NETWORKS[self.name][0](footage)
+        return self.adapter.input_geometry(footage)
 
     def predict(self, images: np.ndarray, frames: np.ndarray) -> WindowPrediction:
         """Predict one window.
@@ -182,9 +283,8 @@ class NetworkBackbone:
         with torch.inference_mode(), torch.autocast(
             self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
         ):
-            # VGGT's point head is not needed: points come from its depth and cameras.
-            out = self.model(x, predict_points=False) if self.name == "vggt" else self.model(x)
-        return NETWORKS[self.name][1](out, images, frames)
+            out = self.adapter.run(self.model, x)
+        return self.adapter.prediction(out, images, frames)
 
 
 def load_backbone(
@@ -194,24 +294,26 @@ def load_backbone(
     dtype: str = "auto",
     config: dict | None = None,
 ) -> NetworkBackbone:
-    """Load pi3 or VGGT as an engine backbone.
+    """Load a network as an engine backbone.
 
     Args:
-        name: "pi3" or "vggt".
+        name: a :data:`~core.backbones.NETWORK_BACKBONES` name: "pi3", "vggt", "da3" (DA3-BASE),
+            "da3-small" or "da3-base".
         weights: checkpoint file, Hugging Face repo id (``owner/name[/file]``), None for
-            the network's default repo, or "random" for random weights (benchmarks).
+            the backbone's released weights, or "random" for random weights (benchmarks).
         device: "auto", "cpu", "cuda", "cuda:1", ...
         dtype: "auto" (bfloat16/float16 autocast on CUDA, float32 on CPU), "float32",
             "bfloat16" or "float16". With half precision the trunk's Linear/Conv weights
             are stored in that dtype as they are loaded; heads, norms and tokens stay float32.
-        config: network configuration when the checkpoint embeds none (None: full size).
+        config: network configuration when the checkpoint embeds none (None: the
+            backbone's released size).
 
     Raises:
         core.backbones.weights.WeightsNotFound: no checkpoint and no way to download it.
         core.backbones.weights.StateDictMismatch: the checkpoint does not fit the network.
     """
-    if name not in NETWORKS:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(NETWORKS)}")
+    if name not in NETWORK_BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(NETWORK_BACKBONES)}")
     resolved = resolve_device(device)
     amp_dtype = resolve_precision(dtype, resolved)
     model = load_network(name, weights, resolved, half=amp_dtype, config=config)

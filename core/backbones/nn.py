@@ -1,4 +1,4 @@
-"""Transformer building blocks shared by the pi3 and VGGT networks.
+"""Transformer building blocks shared by the pi3, VGGT and DA3 networks.
 
 Everything here is size-generic and keeps the parameter names of the released
 checkpoints (``qkv``, ``proj``, ``q_norm``, ``fc1``, ``ls1.gamma``, ...), so a
@@ -19,6 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+"""Per-channel RGB statistics that all three networks normalise their [0, 1] input with."""
+
 Rope = tuple[Tensor, Tensor]
 """RoPE tables ``(cos, sin)``, each (B, 1, T, head_dim), from :func:`rope_tables`."""
 
@@ -35,7 +39,9 @@ def patch_positions(batch: int, rows: int, cols: int, device: torch.device | str
     return grid.expand(batch, -1, -1)
 
 
-def rope_tables(pos: Tensor, head_dim: int, base: float = 100.0, dtype: torch.dtype = torch.float32) -> Rope:
+def rope_tables(
+    pos: Tensor, head_dim: int, base: float = 100.0, dtype: torch.dtype = torch.float32, angles_in_dtype: bool = False
+) -> Rope:
     """Cos/sin tables for 2D rotary embedding at integer positions.
 
     The first half of a head's channels is rotated by the row position, the second
@@ -46,9 +52,11 @@ def rope_tables(pos: Tensor, head_dim: int, base: float = 100.0, dtype: torch.dt
     Args:
         pos: (B, T, 2) integer (row, col) positions.
         head_dim: channels per head; must be a multiple of 4.
-        base: frequency base (100 for pi3 and VGGT).
+        base: frequency base (100 for pi3, VGGT and DA3).
         dtype: precision of the tables; float32, or float64 for a float64 model. The
-            angles themselves are always formed in float32, as the released models were.
+            angles themselves are formed in float32, as the released models were, unless
+            ``angles_in_dtype`` (DA3's float64 reference forms them in float64 too; for
+            float32 tables both are the same).
 
     Returns:
         ``(cos, sin)``, each (B, 1, T, head_dim) of ``dtype``, for :func:`apply_rope`.
@@ -56,8 +64,9 @@ def rope_tables(pos: Tensor, head_dim: int, base: float = 100.0, dtype: torch.dt
     if head_dim % 4:
         raise ValueError(f"2D RoPE needs head_dim divisible by 4, got {head_dim}")
     half = head_dim // 2
-    inv_freq = 1.0 / base ** (torch.arange(0, half, 2, device=pos.device, dtype=torch.float32) / half)
-    angles = (pos.to(torch.float32)[..., None] * inv_freq).to(dtype)  # (B, T, 2, half / 2)
+    angle_dtype = dtype if angles_in_dtype else torch.float32
+    inv_freq = 1.0 / base ** (torch.arange(0, half, 2, device=pos.device, dtype=angle_dtype) / half)
+    angles = (pos.to(angle_dtype)[..., None] * inv_freq).to(dtype)  # (B, T, 2, half / 2)
     angles = torch.cat([angles, angles], dim=-1).flatten(-2)  # (B, T, head_dim): [row, row, col, col]
     return angles.cos()[:, None], angles.sin()[:, None]
 
@@ -192,6 +201,37 @@ class PatchEmbed(nn.Module):
         return self.proj(images).flatten(2).transpose(1, 2)
 
 
+def resample_pos_embed(table: Tensor, rows: int, cols: int, offset: float | None = None) -> Tensor:
+    """A learned position embedding brought to a ``rows`` x ``cols`` patch grid.
+
+    Args:
+        table: (1, 1 + g * g, C) stored embedding, cls entry first, then a g x g grid.
+        rows, cols: the input's patch grid.
+        offset: None resamples bicubically with antialiasing to the explicit output size
+            (DINOv2 in pi3 and VGGT). A number resamples bicubically without
+            antialiasing at the scale factor ``((rows + offset) / g, (cols + offset) / g)``
+            (DA3 uses 0.1): source coordinates then step by ``g / (n + offset)``, not ``g / n``.
+
+    Returns:
+        (1, 1 + rows * cols, C). The cls entry is never resampled; the grid is returned
+        unchanged when it already is g x g. Computed in float32 (float64 for a float64 table).
+    """
+    g = round((table.shape[1] - 1) ** 0.5)
+    if rows == cols == g:
+        return table
+    table = table.float() if table.dtype in (torch.float16, torch.bfloat16) else table
+    c = table.shape[-1]
+    grid = table[:, 1:].reshape(1, g, g, c).permute(0, 3, 1, 2)
+    if offset is None:
+        grid = F.interpolate(grid, size=(rows, cols), mode="bicubic", antialias=True, align_corners=False)
+    else:
+        scale = ((rows + offset) / g, (cols + offset) / g)
+        grid = F.interpolate(grid, scale_factor=scale, mode="bicubic", antialias=False, align_corners=False)
+    if grid.shape[-2:] != (rows, cols):
+        raise ValueError(f"position embedding resampled to {tuple(grid.shape[-2:])}, expected {(rows, cols)}")
+    return torch.cat([table[:, :1], grid.permute(0, 2, 3, 1).reshape(1, rows * cols, c)], dim=1)
+
+
 class DinoV2Encoder(nn.Module):
     """DINOv2 vision transformer with register tokens (the ``dinov2_vit*14_reg`` layout).
 
@@ -239,21 +279,9 @@ class DinoV2Encoder(nn.Module):
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
 
     def pos_embed_for(self, rows: int, cols: int) -> Tensor:
-        """Position embedding for a ``rows`` x ``cols`` patch grid: (1, 1 + rows * cols, C).
-
-        The cls entry comes first and is never resampled. Patch entries are the stored
-        grid unless the input grid is exactly ``pos_grid`` x ``pos_grid``, else bicubic
-        antialiased resampling to the explicit output size, computed in float32
-        (float64 for a float64 model).
-        """
-        if rows == cols == self.pos_grid:
-            return self.pos_embed
-        table = self.pos_embed
-        table = table.float() if table.dtype in (torch.float16, torch.bfloat16) else table
-        g, c = self.pos_grid, table.shape[-1]
-        grid = table[:, 1:].reshape(1, g, g, c).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=(rows, cols), mode="bicubic", antialias=True, align_corners=False)
-        return torch.cat([table[:, :1], grid.permute(0, 2, 3, 1).reshape(1, rows * cols, c)], dim=1)
+        """Position embedding for a ``rows`` x ``cols`` patch grid: (1, 1 + rows * cols, C),
+        resampled by :func:`resample_pos_embed` (antialiased, explicit output size)."""
+        return resample_pos_embed(self.pos_embed, rows, cols)
 
     def forward(self, images: Tensor) -> Tensor:
         """Normalised images (B, 3, H, W) -> final-norm patch tokens (B, H/p * W/p, C), row-major."""

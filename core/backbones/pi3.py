@@ -23,10 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.backbones.nn import Block, DinoV2Encoder, Rope, patch_positions, rope_tables
+from core.backbones.nn import IMAGENET_MEAN, IMAGENET_STD, Block, DinoV2Encoder, Rope, patch_positions, rope_tables
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 ROPE_BASE = 100.0
 
 

@@ -25,12 +25,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from core.backbones.nn import Block, DinoV2Encoder, patch_positions, rope_tables
+from core.backbones.nn import IMAGENET_MEAN, IMAGENET_STD, Block, DinoV2Encoder, patch_positions, rope_tables
 from core.backbones.vggt_heads import CameraHead, DPTHead
 from core.backbones.vggt_track import TrackHead
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -322,20 +319,27 @@ def quaternion_to_rotation(quat: Tensor) -> Tensor:
     return rot.unflatten(-1, (3, 3))
 
 
-def decode_pose_encoding(pose_enc: Tensor, image_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
+def decode_pose_encoding(
+    pose_enc: Tensor, image_hw: tuple[int, int], min_tan: float | None = None
+) -> tuple[Tensor, Tensor]:
     """VGGT pose encoding (..., 9) -> (extrinsics cam_from_world (..., 3, 4), intrinsics (..., 3, 3)).
 
     The encoding is [t (3), quaternion xyzw (4), fov_h, fov_w (radians)]. Extrinsics
     [R | t] map world points to OpenCV camera coordinates: X_cam = R X_world + t.
     Intrinsics are in pixels of an image of size ``image_hw`` = (H, W):
     fx = (W/2) / tan(fov_w/2), fy = (H/2) / tan(fov_h/2), principal point (W/2, H/2).
+    ``min_tan`` clamps tan(fov/2) from below (DA3 uses 1e-6; VGGT does not clamp).
+    DA3 uses the same encoding but reads the resulting [R | t] as camera-to-world.
     """
     h, w = image_hw
     t, quat, fov_h, fov_w = pose_enc[..., :3], pose_enc[..., 3:7], pose_enc[..., 7], pose_enc[..., 8]
     extrinsics = torch.cat([quaternion_to_rotation(quat), t[..., None]], dim=-1)
+    tan_h, tan_w = torch.tan(fov_h / 2.0), torch.tan(fov_w / 2.0)
+    if min_tan is not None:
+        tan_h, tan_w = tan_h.clamp(min=min_tan), tan_w.clamp(min=min_tan)
     intrinsics = torch.zeros(*pose_enc.shape[:-1], 3, 3, dtype=pose_enc.dtype, device=pose_enc.device)
-    intrinsics[..., 0, 0] = (w / 2.0) / torch.tan(fov_w / 2.0)
-    intrinsics[..., 1, 1] = (h / 2.0) / torch.tan(fov_h / 2.0)
+    intrinsics[..., 0, 0] = (w / 2.0) / tan_w
+    intrinsics[..., 1, 1] = (h / 2.0) / tan_h
     intrinsics[..., 0, 2] = w / 2.0
     intrinsics[..., 1, 2] = h / 2.0
     intrinsics[..., 2, 2] = 1.0
@@ -343,7 +347,11 @@ def decode_pose_encoding(pose_enc: Tensor, image_hw: tuple[int, int]) -> tuple[T
 
 
 def cam_to_world_from_extrinsics(extrinsics: Tensor) -> Tensor:
-    """Camera-from-world [R | t] (..., 3, 4) -> camera-to-world pose (..., 4, 4) = [Rᵀ | -Rᵀ t]."""
+    """Camera-from-world [R | t] (..., 3, 4) -> camera-to-world pose (..., 4, 4) = [Rᵀ | -Rᵀ t].
+
+    This is the inverse of any rigid [R | t]; DA3 also uses it the other way round,
+    camera-to-world to camera-from-world.
+    """
     rot_t = extrinsics[..., :3].transpose(-1, -2)
     pose = torch.zeros(*extrinsics.shape[:-2], 4, 4, dtype=extrinsics.dtype, device=extrinsics.device)
     pose[..., :3, :3] = rot_t

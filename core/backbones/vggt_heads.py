@@ -1,5 +1,7 @@
 """VGGT prediction heads: the iterative camera head and the DPT dense heads.
 
+DA3's dual DPT head (``core.backbones.da3_heads``) builds on :class:`DPTHead`.
+
 Module and parameter names follow the released VGGT checkpoints (``trunk``,
 ``poseLN_modulation``, ``projects``, ``resize_layers``, ``scratch.refinenet1`` ...),
 so these modules load the official state dicts unchanged.
@@ -12,7 +14,7 @@ order), 2C channels (frame-attention output concatenated with global-attention o
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -116,39 +118,50 @@ def uv_position_embedding(rows: int, cols: int, channels: int, aspect: float, li
     return torch.cat([ex, ey], dim=-1).permute(2, 0, 1).to(like.dtype)
 
 
-def _add_uv_embedding(x: Tensor, image_hw: tuple[int, int], ratio: float = 0.1) -> Tensor:
+def add_uv_embedding(x: Tensor, image_hw: tuple[int, int], ratio: float = 0.1) -> Tensor:
     """x (N, C, h, w) plus ``ratio`` times the UV embedding for the image's aspect ratio."""
     h, w = image_hw
     return x + ratio * uv_position_embedding(x.shape[-2], x.shape[-1], x.shape[1], w / h, x)
 
 
-class ResidualConvUnit(nn.Module):
-    """``relu(x) + conv2(relu(conv1(relu(x))))``, 3×3 convolutions.
+def in_frame_chunks(run: Callable[[slice], Tensor], num_frames: int, frames_per_chunk: int) -> Tensor:
+    """``run`` on consecutive slices of at most ``frames_per_chunk`` frames, each result
+    (B, S', ...) concatenated on the frame axis (dim 1); bounds a dense head's memory."""
+    chunks = [run(slice(start, start + frames_per_chunk)) for start in range(0, num_frames, frames_per_chunk)]
+    return torch.cat(chunks, dim=1)
 
-    The skip carries relu(x), not x: the reference network applies an in-place ReLU to
-    its input before the residual add, and the released weights were trained that way.
+
+class ResidualConvUnit(nn.Module):
+    """``skip + conv2(relu(conv1(relu(x))))``, 3×3 convolutions.
+
+    With ``relu_skip`` (VGGT) the skip carries relu(x): that reference network applies an
+    in-place ReLU to its input before the residual add, and its released weights were
+    trained that way. Without it (DA3) the skip carries x itself.
     """
 
-    def __init__(self, features: int) -> None:
+    def __init__(self, features: int, relu_skip: bool = True) -> None:
         super().__init__()
+        self.relu_skip = relu_skip
         self.conv1 = nn.Conv2d(features, features, 3, padding=1)
         self.conv2 = nn.Conv2d(features, features, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.relu(x)
-        return x + self.conv2(F.relu(self.conv1(x)))
+        activated = F.relu(x)
+        skip = activated if self.relu_skip else x
+        return skip + self.conv2(F.relu(self.conv1(activated)))
 
 
 class FusionBlock(nn.Module):
     """RefineNet-style fusion: add a refined skip, refine, resize bilinearly (align_corners),
-    then a 1×1 convolution. Without ``has_skip`` it only refines and resizes (the coarsest level)."""
+    then a 1×1 convolution. Without ``has_skip`` it only refines and resizes (the coarsest level).
+    ``relu_skip`` as for :class:`ResidualConvUnit`."""
 
-    def __init__(self, features: int, has_skip: bool = True) -> None:
+    def __init__(self, features: int, has_skip: bool = True, relu_skip: bool = True) -> None:
         super().__init__()
         self.out_conv = nn.Conv2d(features, features, 1)
         if has_skip:
-            self.resConfUnit1 = ResidualConvUnit(features)
-        self.resConfUnit2 = ResidualConvUnit(features)
+            self.resConfUnit1 = ResidualConvUnit(features, relu_skip)
+        self.resConfUnit2 = ResidualConvUnit(features, relu_skip)
 
     def forward(self, x: Tensor, skip: Tensor | None = None, size: Sequence[int] | None = None) -> Tensor:
         """x (N, F, h, w), skip of the same shape -> (N, F, *size), or twice the size when None."""
@@ -179,6 +192,7 @@ class DPTHead(nn.Module):
         head_hidden: width of the output head's hidden convolution.
         pos_embed: add the UV embedding after projection and after the final resize.
         down_ratio: output resolution divisor.
+        relu_skip: residual units' skip carries relu(x) (VGGT) rather than x (DA3).
     """
 
     def __init__(
@@ -192,6 +206,7 @@ class DPTHead(nn.Module):
         head_hidden: int = 32,
         pos_embed: bool = True,
         down_ratio: int = 1,
+        relu_skip: bool = True,
     ) -> None:
         super().__init__()
         if len(out_channels) != 4 or len(layer_indices) != 4:
@@ -217,7 +232,7 @@ class DPTHead(nn.Module):
         for i, oc in enumerate(out_channels, start=1):
             setattr(self.scratch, f"layer{i}_rn", nn.Conv2d(oc, features, 3, padding=1, bias=False))
         for i in range(1, 5):
-            setattr(self.scratch, f"refinenet{i}", FusionBlock(features, has_skip=i != 4))
+            setattr(self.scratch, f"refinenet{i}", FusionBlock(features, has_skip=i != 4, relu_skip=relu_skip))
         if self.feature_only:
             self.scratch.output_conv1 = nn.Conv2d(features, features, 3, padding=1)
         else:
@@ -241,43 +256,47 @@ class DPTHead(nn.Module):
         feature mode. Frames go through in chunks of ``frames_per_chunk`` to bound memory.
         """
         num_frames = tokens[self.layer_indices[0]].shape[1]
-        chunks = [
-            self._forward_frames(tokens, image_hw, patch_start, slice(start, start + frames_per_chunk))
-            for start in range(0, num_frames, frames_per_chunk)
-        ]
-        return torch.cat(chunks, dim=1)
+        return in_frame_chunks(
+            lambda frames: self._forward_frames(tokens, image_hw, patch_start, frames), num_frames, frames_per_chunk
+        )
 
     def _forward_frames(
         self, tokens: AggregatedTokens, image_hw: tuple[int, int], patch_start: int, frames: slice
     ) -> Tensor:
-        h, w = image_hw
-        rows, cols = h // self.patch_size, w // self.patch_size
-        levels = []
-        for project, resize, index in zip(self.projects, self.resize_layers, self.layer_indices):
-            x = tokens[index][:, frames, patch_start:]
-            b, s = x.shape[:2]
-            x = self.norm(x.reshape(b * s, rows * cols, -1))
-            x = project(x.transpose(1, 2).reshape(b * s, -1, rows, cols))
-            if self.use_pos_embed:
-                x = _add_uv_embedding(x, image_hw)
-            levels.append(resize(x))
-
-        x = self._fuse(levels)
+        b, s = tokens[self.layer_indices[0]][:, frames].shape[:2]
+        rows, cols = (side // self.patch_size for side in image_hw)
+        x = self.scratch.output_conv1(self._refine(self._levels(tokens, image_hw, patch_start, frames)))
         size = (rows * self.patch_size // self.down_ratio, cols * self.patch_size // self.down_ratio)
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
         if self.use_pos_embed:
-            x = _add_uv_embedding(x, image_hw)
+            x = add_uv_embedding(x, image_hw)
         if not self.feature_only:
             x = self.scratch.output_conv2(x)
         return x.reshape(b, s, *x.shape[1:])
 
-    def _fuse(self, levels: list[Tensor]) -> Tensor:
-        """Four resampled levels, fine to coarse -> fused (N, F', 8·rows, 8·cols) map
-        (F' = features // 2 with an output head, else features)."""
-        sc = self.scratch
-        l1, l2, l3, l4 = (getattr(sc, f"layer{i}_rn")(x) for i, x in enumerate(levels, start=1))
-        x = sc.refinenet4(l4, size=l3.shape[-2:])
-        x = sc.refinenet3(x, l3, size=l2.shape[-2:])
-        x = sc.refinenet2(x, l2, size=l1.shape[-2:])
-        x = sc.refinenet1(x, l1)
-        return sc.output_conv1(x)
+    def _levels(
+        self, tokens: AggregatedTokens, image_hw: tuple[int, int], patch_start: int, frames: slice
+    ) -> list[Tensor]:
+        """The four levels of ``frames``, fine to coarse, each (B*S', features, h_i, w_i) at
+        4×, 2×, 1× and ½× the patch grid: normed, projected, UV-embedded, resampled, reduced."""
+        h, w = image_hw
+        rows, cols = h // self.patch_size, w // self.patch_size
+        levels = []
+        for i, (project, resize, index) in enumerate(zip(self.projects, self.resize_layers, self.layer_indices)):
+            x = tokens[index][:, frames, patch_start:]
+            x = self.norm(x.reshape(-1, rows * cols, x.shape[-1]))
+            x = project(x.transpose(1, 2).reshape(x.shape[0], -1, rows, cols))
+            if self.use_pos_embed:
+                x = add_uv_embedding(x, image_hw)
+            levels.append(getattr(self.scratch, f"layer{i + 1}_rn")(resize(x)))
+        return levels
+
+    def _refine(self, levels: list[Tensor], suffix: str = "") -> Tensor:
+        """Fuse the four reduced levels coarse to fine through ``refinenet{4..1}{suffix}``
+        -> (N, features, 8·rows, 8·cols)."""
+        l1, l2, l3, l4 = levels
+        refine = [getattr(self.scratch, f"refinenet{i}{suffix}") for i in range(1, 5)]
+        x = refine[3](l4, size=l3.shape[-2:])
+        x = refine[2](x, l3, size=l2.shape[-2:])
+        x = refine[1](x, l2, size=l1.shape[-2:])
+        return refine[0](x, l1)

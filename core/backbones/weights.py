@@ -7,8 +7,13 @@ are downloaded once into the Hugging Face cache; ``HF_HUB_OFFLINE=1`` is honoure
 
 A safetensors checkpoint may carry its network configuration as JSON under the
 metadata key ``laser_blender_config`` (the schema of ``*_tiny_config.json``); it is
-then built at that size, otherwise at full size. That is how tests hand small
-checkpoints to the real loading path (see :func:`save_checkpoint`).
+then built at that size, otherwise at the backbone's released size. That is how tests
+hand small checkpoints to the real loading path (see :func:`save_checkpoint`).
+
+Checkpoints are read as released: keys under a wrapper prefix (``module.`` from
+distributed training, ``model.`` from DA3's Hugging Face wrapper) lose it, and a tensor
+that the network registers under several names (DA3's shared LayerNorm) may be stored
+under one of them only, as ``safetensors`` writes tied tensors.
 
 Networks are built with parameters on the meta device and the checkpoint tensors
 are assigned in place, one at a time, already cast and on the target device, so
@@ -22,10 +27,13 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
+
+from core.backbones import NETWORK_BACKBONES, build
+from core.errors import UserError
 
 CONFIG_METADATA_KEY = "laser_blender_config"
 RANDOM_WEIGHTS = "random"
@@ -42,16 +50,16 @@ class HubFile:
         return f"{self.repo}/{self.filename}"
 
 
-DEFAULT_WEIGHTS: dict[str, HubFile] = {
-    "pi3": HubFile("yyfz233/Pi3", "model.safetensors"),
-    "vggt": HubFile("facebook/VGGT-1B", "model.pt"),
-}
+DEFAULT_WEIGHTS: dict[str, HubFile] = {name: HubFile(info.repo, info.filename)
+                                       for name, info in NETWORK_BACKBONES.items()}
+"""The released weights of every backbone name."""
 VGGT_COMMERCIAL_REPO = "facebook/VGGT-1B-Commercial"
 _CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 _WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "module")
+_WRAPPER_PREFIXES = ("module.", "model.")
 
 
-class WeightsError(RuntimeError):
+class WeightsError(UserError):
     """Weights cannot be found, read, or do not fit the network."""
 
 
@@ -63,17 +71,17 @@ class StateDictMismatch(WeightsError):
     """Checkpoint keys or shapes differ from the network's."""
 
 
-def parse_weights(network: str, weights: str | None) -> Path | HubFile:
-    """Interpret a ``--weights`` value for ``network`` ("pi3" or "vggt").
+def parse_weights(backbone: str, weights: str | None) -> Path | HubFile:
+    """Interpret a ``--weights`` value for ``backbone`` (a :data:`~core.backbones.NETWORK_BACKBONES` name).
 
-    None gives the network's default hub file. An existing path is a local file. A
+    None gives the backbone's released hub file. An existing path is a local file. A
     value shaped like ``owner/name`` or ``owner/name/file`` that is not a path on disk
-    is a hub repo (default file name of the network). Anything else is a missing file.
+    is a hub repo (default file name of the backbone). Anything else is a missing file.
     """
-    if network not in DEFAULT_WEIGHTS:
-        raise ValueError(f"unknown network {network!r}; choose one of {', '.join(DEFAULT_WEIGHTS)}")
+    if backbone not in DEFAULT_WEIGHTS:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(DEFAULT_WEIGHTS)}")
     if weights is None:
-        return DEFAULT_WEIGHTS[network]
+        return DEFAULT_WEIGHTS[backbone]
     path = Path(weights).expanduser()
     if path.exists():
         return path
@@ -81,13 +89,13 @@ def parse_weights(network: str, weights: str | None) -> Path | HubFile:
     looks_local = weights.startswith(("/", ".", "~")) or "\\" in weights
     if not looks_local and len(parts) >= 2 and all(parts):
         if len(parts) == 2 and not weights.endswith(_CHECKPOINT_SUFFIXES):
-            return HubFile(weights, DEFAULT_WEIGHTS[network].filename)
+            return HubFile(weights, DEFAULT_WEIGHTS[backbone].filename)
         if len(parts) > 2:
             return HubFile("/".join(parts[:2]), "/".join(parts[2:]))
     raise WeightsNotFound(
         f"weights file not found: {path}\n"
         f"Pass --weights with an existing checkpoint file, or a Hugging Face repo id "
-        f"(default for {network}: {DEFAULT_WEIGHTS[network].repo})."
+        f"(default for {backbone}: {DEFAULT_WEIGHTS[backbone].repo})."
     )
 
 
@@ -137,9 +145,9 @@ def download(source: HubFile) -> Path:
         raise WeightsNotFound(_missing_message(source, f"download failed ({e})")) from e
 
 
-def resolve(network: str, weights: str | None) -> Path:
+def resolve(backbone: str, weights: str | None) -> Path:
     """Local path of the checkpoint that ``weights`` names (see :func:`parse_weights`)."""
-    source = parse_weights(network, weights)
+    source = parse_weights(backbone, weights)
     return source if isinstance(source, Path) else download(source)
 
 
@@ -169,24 +177,31 @@ def _unwrap(checkpoint: Any, path: Path) -> dict[str, Tensor]:
         checkpoint = inner
     if not isinstance(checkpoint, Mapping) or not all(isinstance(v, Tensor) for v in checkpoint.values()):
         raise WeightsError(f"{path} does not hold a state dict of tensors")
-    state = dict(checkpoint)
-    if state and all(k.startswith("module.") for k in state):
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-    return state
+    return dict(checkpoint)
+
+
+def wrapper_prefix(keys: Iterable[str]) -> str:
+    """The wrapper prefix (``module.`` or ``model.``) that every key carries, else ""."""
+    keys = list(keys)
+    return next((p for p in _WRAPPER_PREFIXES if keys and all(k.startswith(p) for k in keys)), "")
 
 
 def iter_tensors(path: Path) -> Iterator[tuple[str, Tensor]]:
-    """Yield (key, CPU tensor) of a checkpoint, one tensor at a time for safetensors."""
+    """Yield (key, CPU tensor) of a checkpoint, one tensor at a time for safetensors.
+    Keys lose a wrapper prefix that all of them carry (see :func:`wrapper_prefix`)."""
     try:
         if _is_safetensors(path):
             from safetensors import safe_open
 
             with safe_open(str(path), framework="pt", device="cpu") as f:
+                prefix = wrapper_prefix(f.keys())
                 for key in f.keys():
-                    yield key, f.get_tensor(key)
+                    yield key.removeprefix(prefix), f.get_tensor(key)
         else:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            yield from _unwrap(checkpoint, path).items()
+            state = _unwrap(torch.load(path, map_location="cpu", weights_only=True, mmap=True), path)
+            prefix = wrapper_prefix(state)
+            for key, value in state.items():
+                yield key.removeprefix(prefix), value
     except WeightsError:
         raise
     except Exception as e:  # corrupt or foreign files raise many different types
@@ -268,6 +283,22 @@ def half_precision_keys(model: nn.Module) -> set[str]:
     return keys
 
 
+def tied_keys(model: nn.Module) -> dict[str, str]:
+    """State-dict keys that name a tensor listed earlier under another key: alias -> first key.
+
+    A module object placed at several points of the tree (DA3's shared LayerNorm) appears
+    in the state dict once per place; ``safetensors`` stores such a tensor once.
+    """
+    first: dict[int, str] = {}
+    aliases: dict[str, str] = {}
+    for key, value in model.state_dict(keep_vars=True).items():
+        if id(value) in first:
+            aliases[key] = first[id(value)]
+        else:
+            first[id(value)] = key
+    return aliases
+
+
 def load_state(
     model: nn.Module,
     tensors: Iterator[tuple[str, Tensor]],
@@ -278,8 +309,9 @@ def load_state(
     """Strictly load ``tensors`` into ``model`` (built under :func:`parameters_on_meta`).
 
     Each floating tensor is cast (``half`` for :func:`half_precision_keys`, else
-    float32) and moved to ``device`` as it is read. Buffers that no checkpoint holds
-    (non-persistent) are moved to ``device`` too.
+    float32) and moved to ``device`` as it is read. A tied tensor (:func:`tied_keys`)
+    stored under one of its names only fills the others. Buffers that no checkpoint
+    holds (non-persistent) are moved to ``device`` too.
     """
     expected = {k: v.shape for k, v in model.state_dict().items()}
     halves = half_precision_keys(model) if half is not None else set()
@@ -288,6 +320,9 @@ def load_state(
         if value.is_floating_point():
             value = value.to(half if key in halves else torch.float32)
         state[key] = value.to(device)
+    for alias, key in tied_keys(model).items():
+        if alias not in state and key in state:
+            state[alias] = state[key]
     check_state_dict(expected, {k: v.shape for k, v in state.items()}, source)
     model.load_state_dict(state, strict=True, assign=True)
     for module in model.modules():
@@ -297,61 +332,75 @@ def load_state(
 
 
 def load_network(
-    network: str,
+    backbone: str,
     weights: str | None,
     device: torch.device | str = "cpu",
     half: torch.dtype | None = None,
     config: dict[str, Any] | None = None,
 ) -> nn.Module:
-    """Build ``network`` and load its weights, in eval mode on ``device``.
+    """Build the network of ``backbone`` and load its weights, in eval mode on ``device``.
 
     Args:
-        network: "pi3" or "vggt".
+        backbone: a :data:`~core.backbones.NETWORK_BACKBONES` name ("pi3", "vggt", "da3",
+            "da3-small", "da3-base").
         weights: see :func:`parse_weights`; ``"random"`` gives randomly initialised
             weights (benchmarks: speed and memory do not depend on the values).
         device: where the weights go.
         half: store :func:`half_precision_keys` in this dtype (bfloat16 or float16)
             for autocast inference; None keeps everything float32.
         config: network configuration used when the checkpoint embeds none
-            (None: full size).
+            (None: the backbone's released size).
 
     Raises:
         WeightsNotFound, WeightsError, StateDictMismatch.
     """
-    from core.backbones import build
-
+    if backbone not in NETWORK_BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(NETWORK_BACKBONES)}")
+    spec = NETWORK_BACKBONES[backbone]
+    config = config or spec.config
     device = torch.device(device)
     if weights == RANDOM_WEIGHTS:
         with torch.device(device):
-            model = build(network, config)
+            model = build(spec.network, config)
         halves = half_precision_keys(model) if half is not None else set()
         for name, param in model.named_parameters():
             if name in halves:
                 param.data = param.data.to(half)
         return model.eval()
-    path = resolve(network, weights)
+    path = resolve(backbone, weights)
     with parameters_on_meta():
-        model = build(network, read_config(path) or config)
+        model = build(spec.network, read_config(path) or config)
     return load_state(model, iter_tensors(path), str(path), device, half)
 
 
 def save_checkpoint(model: nn.Module, path: Path | str, config: dict[str, Any] | None = None) -> Path:
-    """Write ``model``'s state dict as safetensors, embedding ``config`` for :func:`load_network`."""
+    """Write ``model``'s state dict as safetensors, embedding ``config`` for :func:`load_network`.
+
+    A tied tensor is written once, under its first name (:func:`tied_keys`), as released
+    checkpoints store it.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    aliases = tied_keys(model)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in aliases}
     metadata = {CONFIG_METADATA_KEY: json.dumps(config)} if config is not None else None
     save_file(state, str(path), metadata=metadata)
     return path
 
 
-def licence_notice(network: str, weights: str | None) -> str:
-    """What the user must know about the licence of the weights ``weights`` names."""
-    if network == "pi3":
+_COMMERCIAL_CHOICE = "For commercial work use --backbone da3 or da3-small (DA3-BASE/DA3-SMALL, Apache-2.0 weights)"
+
+
+def licence_notice(backbone: str, weights: str | None) -> str:
+    """What the user must know about the licence of the weights ``weights`` names for ``backbone``."""
+    spec = NETWORK_BACKBONES[backbone]
+    if spec.network == "da3":
+        return f"Licence: the {spec.repo.split('/')[-1]} weights ({spec.repo}) are Apache-2.0: commercial use permitted."
+    if spec.network == "pi3":
         return (
             "Licence: the pi3 weights (yyfz233/Pi3) are CC BY-NC 4.0, non-commercial use only. "
-            f"For commercial work use --backbone vggt --weights {VGGT_COMMERCIAL_REPO}."
+            f"{_COMMERCIAL_CHOICE}, or --backbone vggt --weights {VGGT_COMMERCIAL_REPO} (gated)."
         )
     commercial = weights is not None and weights.rstrip("/").startswith(VGGT_COMMERCIAL_REPO)
     if commercial:
@@ -360,7 +409,7 @@ def licence_notice(network: str, weights: str | None) -> str:
             "(military applications excluded)."
         )
     return (
-        "Licence: the VGGT-1B weights are non-commercial use only. For commercial use pick the "
-        f"commercially licensed checkpoint with --weights {VGGT_COMMERCIAL_REPO} (gated: accept "
+        f"Licence: the VGGT-1B weights are non-commercial use only. {_COMMERCIAL_CHOICE}, or pick the "
+        f"commercially licensed VGGT checkpoint with --weights {VGGT_COMMERCIAL_REPO} (gated: accept "
         "its licence on huggingface.co and log in with `hf auth login` first)."
     )

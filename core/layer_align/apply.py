@@ -1,4 +1,4 @@
-"""Rescale full-resolution depth by the scale of each pixel's layer.
+"""The full-resolution depth factor of each pixel: its layer's scale.
 
 Labels live on a sample grid (one sample per ``stride`` block). Away from layer
 boundaries a pixel takes its block's layer. In blocks next to a boundary each pixel
@@ -56,9 +56,9 @@ def _boundary_pixels(mixed: np.ndarray, height: int, width: int, stride: int) ->
             np.broadcast_to(c, shape)[inside])
 
 
-def rescale_depth(depth: np.ndarray, labels: np.ndarray, z_grid: np.ndarray, layer_scale: np.ndarray,
+def pixel_factors(depth: np.ndarray, labels: np.ndarray, z_grid: np.ndarray, layer_scale: np.ndarray,
                   stride: int) -> np.ndarray:
-    """Multiply each pixel's depth by its layer's scale (1 where no layer).
+    """Each pixel's depth factor: its layer's scale (1 where no layer).
 
     Args:
         depth: (N, H, W) float32 depth.
@@ -67,7 +67,7 @@ def rescale_depth(depth: np.ndarray, labels: np.ndarray, z_grid: np.ndarray, lay
         layer_scale: (L,) scale per layer.
         stride: sample-grid stride.
     Returns:
-        (N, H, W) float32 rescaled depth.
+        (N, H, W) float32 factor; the corrected depth is ``depth * factor``.
     """
     table = np.append(layer_scale.astype(np.float32), np.float32(1.0))  # id -1 picks the trailing 1
     n, height, width = depth.shape
@@ -84,4 +84,4 @@ def rescale_depth(depth: np.ndarray, labels: np.ndarray, z_grid: np.ndarray, lay
         best = np.argmin(np.where(np.isnan(gap), np.inf, gap), axis=0)
         pick = np.arange(t.size)
         scale[t, r, c] = table[labels[t, ci[best, pick], cj[best, pick]]]
-    return depth * scale
+    return scale

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.keyframes import KeyframeMemory, project, zbuffer
-from core.layer_align.params import LayerAlignParams
+from core.geometry.camera import project, zbuffer
+from core.layer_align.keyframes import KeyframeMemory
 from core.layer_align.segment import Layers
 from core.layer_align.solve import robust_group_mean
+from core.run.settings import LayerAlignParams
 
 
 def _edge_votes(labels: np.ndarray, z: np.ndarray, m: np.ndarray, n_layers: int, step_log: float,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from core.layer_align.params import LayerAlignParams
+from core.run.settings import LayerAlignParams
 
 
 @dataclass

@@ -9,30 +9,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import cv2
 import numpy as np
 
-from core.backbones.base import InputGeometry
+from core.errors import UserError
 from core.frames import FrameSourceError, apply_geometry
 from core.groundtruth import GroundTruthWriter, load_ground_truth
+from core.run.manifest import InputGeometry, SourceInfo
 from core.synthetic.backbone import SyntheticBackbone, SyntheticNoise
 from core.synthetic.scene import Scene, SceneConfig
 
 __all__ = ["Scene", "SceneConfig", "SyntheticBackbone", "SyntheticNoise", "SyntheticSource",
            "render_clip", "load_synthetic_backbone"]
-
-
-@dataclass(frozen=True)
-class SyntheticInfo:
-    path: str
-    width: int
-    height: int
-    fps: float
-    num_frames: int
 
 
 class SyntheticSource:
@@ -41,7 +32,7 @@ class SyntheticSource:
     def __init__(self, scene: Scene, num_frames: int | None = None):
         self.scene = scene
         c = scene.config
-        self.info = SyntheticInfo(path=f"synthetic:{c.width}x{c.height}", width=c.width, height=c.height,
+        self.info = SourceInfo(path=f"synthetic:{c.width}x{c.height}", width=c.width, height=c.height,
                                   fps=c.fps, num_frames=num_frames or c.num_frames)
 
     def frames(self, geometry: InputGeometry | None = None, skip: int = 0) -> Iterator[tuple[int, np.ndarray]]:
@@ -85,9 +76,9 @@ def load_synthetic_backbone(gt_dir: str | Path, noise: SyntheticNoise | None = N
                             size: tuple[int, int] | None = None) -> SyntheticBackbone:
     """The synthetic backbone for a ground-truth directory written by :func:`render_clip`."""
     if gt_dir is None:
-        raise ValueError("the synthetic backbone needs the ground-truth directory of its scene "
+        raise UserError("the synthetic backbone needs the ground-truth directory of its scene "
                          "(--synthetic-scene GT_DIR, written by `laser-blender demo`)")
     gt = load_ground_truth(gt_dir)
     if "scene" not in gt.extra:
-        raise ValueError(f"{gt_dir} holds no synthetic scene description (gt.json has no 'scene')")
+        raise UserError(f"{gt_dir} holds no synthetic scene description (gt.json has no 'scene')")
     return SyntheticBackbone(Scene(SceneConfig.from_dict(gt.extra["scene"])), noise or SyntheticNoise(), size)

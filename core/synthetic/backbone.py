@@ -20,10 +20,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from core.backbones.base import InputGeometry
-from core.geometry import unproject
+from core.geometry.camera import unproject
+from core.geometry.transforms import apply_sim3_to_poses
+from core.run.arrays import WindowPrediction
+from core.run.manifest import InputGeometry
 from core.synthetic.scene import Scene
-from core.types import WindowPrediction
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class SyntheticBackbone:
     """
 
     name = "synthetic"
+    licence = ""
 
     def __init__(self, scene: Scene, noise: SyntheticNoise = SyntheticNoise(), size: tuple[int, int] | None = None):
         self.scene = scene
@@ -132,8 +134,7 @@ class SyntheticBackbone:
             if n.pose_trans:
                 pose[:3, 3] += rng.normal(scale=n.pose_trans, size=3)
             poses[i] = pose
-        poses[:, :3, :3] = R @ poses[:, :3, :3]
-        poses[:, :3, 3] = s * poses[:, :3, 3] @ R.T + t
+        poses = apply_sim3_to_poses(s, R, t, poses)
         return WindowPrediction(
             frames=np.asarray(frames, np.int64), points=unproject(depth, K), poses=poses.astype(np.float32),
             conf=conf, colors=np.ascontiguousarray(images, dtype=np.uint8),

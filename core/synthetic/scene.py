@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from core.geometry import intrinsics, pixel_grid
+from core.geometry.camera import intrinsics, pixel_grid
 
 GROUND, WALL = 0, 1
 

@@ -6,8 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from laser_blender.commands._options import add_registration_arguments
-from laser_blender.console import EXIT_CANCELLED, fail, graceful_interrupt, progress_bar, user_errors
+from pydantic import ValidationError
+
+from core.run.manifest import RunStatus
+from laser_blender.commands._options import add_registration_arguments, option_error, settings_from_args
+from laser_blender.console import fail, graceful_interrupt, progress_bar
+from laser_blender.outcome import ExitCode
 
 help = "re-register a predictions/ directory (window and overlap from its meta.json)"
 
@@ -19,21 +23,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.engine import EngineConfig, align
+    from core.engine import align
 
+    try:
+        config = settings_from_args(args)
+    except ValidationError as e:
+        return fail(option_error(e))
     pred_dir = Path(args.predictions)
     if (pred_dir / "predictions" / "meta.json").exists():
         pred_dir = pred_dir / "predictions"
     if args.focal_mm is not None:
         return fail("align takes --focal-px (footage pixels); convert mm with focal_mm / sensor_width_mm * width")
-    try:
-        config = EngineConfig(conf_keep=args.conf_keep, layer_align=args.layer_align, focal_px=args.focal_px)
-        with graceful_interrupt() as cancel, progress_bar("align") as on_event:
-            status = align(pred_dir, Path(args.output), config, on_event=on_event, cancel=cancel)
-    except user_errors() as e:
-        return fail(str(e))
+    with graceful_interrupt() as cancel, progress_bar("align") as on_event:
+        status = align(pred_dir, Path(args.output), config, on_event=on_event, cancel=cancel)
     print(args.output)
-    if status == "cancelled":
+    if status == RunStatus.cancelled:
         print("laser-blender: cancelled", file=sys.stderr)
-        return EXIT_CANCELLED
-    return 0
+        return ExitCode.CANCELLED
+    return ExitCode.OK

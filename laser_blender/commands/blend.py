@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from laser_blender.blendfile import add_scene_arguments, scene_options, write_blend
-from laser_blender.console import fail, user_errors
+from laser_blender.console import fail
 
 help = "build a .blend (animated camera, footage, point cloud) from a run directory"
 
@@ -19,9 +19,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.point_budget < 0 or not 0 <= args.conf_percentile < 100 or args.sensor_width <= 0:
         return fail("need --point-budget >= 0, 0 <= --conf-percentile < 100 and --sensor-width > 0")
-    try:
-        path = write_blend(args.run, args.output, scene_options(args))
-    except user_errors() as e:
-        return fail(str(e))
-    print(path)
+    print(write_blend(args.run, args.output, scene_options(args)))
     return 0

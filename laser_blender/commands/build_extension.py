@@ -35,14 +35,22 @@ help = "build the Blender extension zip (add-on + bundled wheels) and print its 
 
 REPO = Path(__file__).resolve().parents[2]
 WHEEL_CACHE = REPO / ".whl"
-# The Blender side of the project: imports numpy, pydantic and the standard library only.
+# The Blender side of the project: imports numpy, pydantic and the standard library only
+# (tests/test_imports.py checks that nothing here reaches torch or cv2).
 BLENDER_MODULES = (
     "laser_blender/__init__.py", "laser_blender/protocol.py", "laser_blender/client.py",
     "laser_blender/scene.py", "laser_blender/points.py", "laser_blender/session.py",
-    "laser_blender/blendfile.py",
-    "core/__init__.py", "core/geometry.py", "core/rundir.py", "core/types.py",
-    "core/backbones/__init__.py", "core/backbones/base.py",
+    "laser_blender/blendfile.py", "laser_blender/outcome.py",
+    "core/__init__.py", "core/errors.py",
 )
+BLENDER_PACKAGES = ("core/run", "core/geometry")  # shipped whole: the run-directory contract and its geometry
+
+
+def blender_files() -> list[str]:
+    """Every file of the project's Blender side, relative to the repository."""
+    packaged = (path.relative_to(REPO).as_posix() for package in BLENDER_PACKAGES
+                for path in sorted((REPO / package).glob("*.py")))
+    return [*BLENDER_MODULES, *packaged]
 PYDANTIC_PLATFORM = ("manylinux2014_x86_64", "3.11", "cp311")
 
 
@@ -66,10 +74,10 @@ def _record_hash(data: bytes) -> str:
 
 
 def build_project_wheel(out_dir: Path) -> Path:
-    """A pure-Python wheel of :data:`BLENDER_MODULES` (the add-on's runtime part of this project)."""
+    """A pure-Python wheel of :func:`blender_files` (the add-on's runtime part of this project)."""
     name = f"laser_blender-{__version__}"
     dist_info = f"{name}.dist-info"
-    files = {rel: (REPO / rel).read_bytes() for rel in BLENDER_MODULES}
+    files = {rel: (REPO / rel).read_bytes() for rel in blender_files()}
     files[f"{dist_info}/METADATA"] = (
         f"Metadata-Version: 2.1\nName: laser-blender\nVersion: {__version__}\n"
         "Summary: laser-blender's Blender-side modules (protocol, client, scene builder)\n").encode()

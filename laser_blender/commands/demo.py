@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -34,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from core.run.files import write_json
+    from core.run.rundir import RunDir
     from core.synthetic import SceneConfig, render_clip
     from laser_blender.evaluate import evaluate_run, format_report
     from laser_blender.protocol import Job
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if code != 0:
         return code
     metrics = evaluate_run(run_dir, gt_dir)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(RunDir(run_dir).metrics_path, metrics)
     print(f"clip: {clip}\nground truth: {gt_dir}\nrun: {run_dir}\n")
     print(format_report(metrics))
     return 0

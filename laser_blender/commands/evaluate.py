@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from laser_blender.console import fail, user_errors
-
 help = "score a run directory against ground truth: ATE, RPE, depth, point cloud (prints, writes JSON)"
 
 
@@ -31,15 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.rundir import write_json
+    from core.run.files import write_json
+    from core.run.rundir import RunDir
     from laser_blender.evaluate import evaluate_run, format_report
 
-    try:
-        metrics = evaluate_run(args.run, args.gt, max_points=args.max_points)
-        out = Path(args.json) if args.json else Path(args.run) / "metrics.json"
-        write_json(out, metrics)
-    except user_errors() as e:
-        return fail(str(e))
+    metrics = evaluate_run(args.run, args.gt, max_points=args.max_points)
+    out = Path(args.json) if args.json else RunDir(args.run).metrics_path
+    write_json(out, metrics)
     print(format_report(metrics))
     print(f"metrics: {out}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from laser_blender.console import fail, user_errors
+from laser_blender.console import fail
 
 help = "export a run's coloured point cloud (.ply, .glb or .xyz; cameras are in RUN/trajectory.tum)"
 
@@ -24,10 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 <= args.drop_least_confident < 100:
         return fail(f"--drop-least-confident must be in [0, 100), got {args.drop_least_confident}")
-    try:
-        summary = export_point_cloud(args.run, args.output, args.max_points, args.drop_least_confident, args.seed)
-    except user_errors() as e:
-        return fail(str(e))
+    summary = export_point_cloud(args.run, args.output, args.max_points, args.drop_least_confident, args.seed)
     print(f"laser-blender: {summary.points:,} points from {summary.frames} frames "
           f"({summary.windows} windows)", file=sys.stderr)
     print(summary.path)

@@ -1,0 +1,123 @@
+"""One window's layer-wise scale alignment: segment, link, match, solve, propagate, apply."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.layer_align.apply import pixel_factors
+from core.layer_align.keyframes import KeyframeMemory
+from core.layer_align.link import overlap_matches, temporal_links
+from core.layer_align.memory import memory_scales
+from core.layer_align.params import LayerAlignResult
+from core.layer_align.segment import log_depth, sample_grid, segment_layers
+from core.layer_align.solve import combine_pairs, confidence_weights, pair_scales, propagate
+from core.run.settings import LayerAlignParams
+
+
+@dataclass
+class LayerAlignInput:
+    """One new window and the previous window's overlap frames, as layer alignment sees them.
+
+    All depths are world-scale (the window's Sim(3) scale already applied) z-depth
+    at prediction resolution. Frame ``i < overlap`` of the new window shows the same
+    source frame as ``ref_depth[i]``.
+
+    Attributes:
+        ref_depth: (O, H, W) float32 final aligned depth of the previous window on the overlap frames.
+        ref_mask: (O, H, W) bool valid (confident) pixels of ``ref_depth``.
+        depth: (N, H, W) float32 new window's depth after the Sim(3) scale.
+        mask: (N, H, W) bool confident pixels of the new window.
+        conf: (N, H, W) float32 raw confidence of the new window (for weighting).
+        overlap: O, the number of leading frames shared with the previous window.
+        poses: (N, 4, 4) world camera-to-world poses of the new window (needed with a keyframe memory).
+        K: (3, 3) intrinsics at prediction resolution (needed with a keyframe memory).
+    """
+
+    ref_depth: np.ndarray
+    ref_mask: np.ndarray
+    depth: np.ndarray
+    mask: np.ndarray
+    conf: np.ndarray
+    overlap: int
+    poses: np.ndarray | None = None
+    K: np.ndarray | None = None
+
+
+def _check(inp: LayerAlignInput, memory: KeyframeMemory | None) -> None:
+    n, h, w = inp.depth.shape
+    o = inp.overlap
+    if not 0 <= o <= n:
+        raise ValueError(f"overlap {o} outside [0, {n}]")
+    for name, arr, shape in (("ref_depth", inp.ref_depth, (o, h, w)), ("ref_mask", inp.ref_mask, (o, h, w)),
+                             ("mask", inp.mask, (n, h, w)), ("conf", inp.conf, (n, h, w))):
+        if arr.shape != shape:
+            raise ValueError(f"LayerAlignInput.{name} has shape {arr.shape}, expected {shape}")
+    if memory is not None and (inp.poses is None or inp.K is None):
+        raise ValueError("layer alignment with a keyframe memory needs the window's poses and K")
+
+
+def align_layers(inp: LayerAlignInput, params: LayerAlignParams | None = None,
+                 memory: KeyframeMemory | None = None) -> LayerAlignResult:
+    """Correct the per-layer depth scale of a new window against the previous window.
+
+    Args:
+        inp: the new window's Sim(3)-scaled depth, masks and confidence, and the
+            previous window's final depth on the ``overlap`` shared frames.
+        params: settings; defaults to ``LayerAlignParams()``.
+        memory: optional keyframes of earlier registered frames; layers without an
+            overlap match are measured against them (needs ``inp.poses`` and ``inp.K``).
+    Returns:
+        the corrected (N, H, W) float32 depth with layer labels, per-layer scales and
+        the time spent in each stage.
+    """
+    p = params or LayerAlignParams()
+    _check(inp, memory)
+    o, s = inp.overlap, p.stride
+
+    t0 = time.perf_counter()
+    z_new = log_depth(sample_grid(inp.depth, s))
+    z_ref = log_depth(sample_grid(inp.ref_depth, s))
+    new = segment_layers(z_new, p)
+    ref = segment_layers(z_ref, p)
+
+    t1 = time.perf_counter()
+    links = temporal_links(new, z_new, p.link_iou, p.link_cover, p.link_log)
+    matches = overlap_matches(ref, new, o, p.match_cover)
+
+    t2 = time.perf_counter()
+    log_ratio = z_ref - z_new[:o]
+    confident = sample_grid(inp.ref_mask, s) & sample_grid(inp.mask[:o], s)
+    weight = confidence_weights(sample_grid(inp.conf[:o], s), np.isfinite(log_ratio))
+    weight *= np.where(confident, np.float32(1), np.float32(p.unconfident_weight))
+    pairs = pair_scales(matches, ref.labels, new.labels[:o], log_ratio, weight, new.count,
+                        p.irls_c, p.irls_iters, p.min_pair_pixels)
+    max_log = float(np.log(p.max_scale))
+    direct, direct_weight, accepted = combine_pairs(pairs, new.count, p.pair_outlier_log, max_log)
+    log_scale, source = propagate(new, links, z_new, direct, direct_weight, p.temporal_weight, p.link_log)
+
+    t3 = time.perf_counter()
+    if memory is not None and len(memory):
+        weight_all = confidence_weights(sample_grid(inp.conf, s), np.isfinite(z_new))
+        weight_all *= np.where(sample_grid(inp.mask, s), np.float32(1), np.float32(p.unconfident_weight))
+        remembered, remembered_weight = memory_scales(memory, inp.poses, inp.K, inp.depth, new, z_new,
+                                                      weight_all, direct_weight == 0, p)
+        differs = (remembered_weight > 0) & ((source == 0) | (np.abs(remembered - log_scale) > p.memory_gate_log))
+        if differs.any():
+            direct = np.where(differs, remembered, direct)
+            direct_weight = np.where(differs, remembered_weight, direct_weight)
+            log_scale, source = propagate(new, links, z_new, direct, direct_weight, p.temporal_weight, p.link_log)
+            source[differs] = 3
+    layer_scale = np.exp(log_scale).astype(np.float32)
+
+    t4 = time.perf_counter()
+    factor = pixel_factors(inp.depth, new.labels, z_new, layer_scale, s)
+    t5 = time.perf_counter()
+
+    return LayerAlignResult(
+        depth=inp.depth * factor, depth_factor=factor, labels=new.labels, layer_frame=new.frame, layer_scale=layer_scale, layer_source=source,
+        pairs_solved=int(accepted.size), pairs_rejected=int((~accepted).sum()),
+        timings={"segment": t1 - t0, "match": t2 - t1, "solve": t3 - t2, "memory": t4 - t3, "apply": t5 - t4},
+    )
