@@ -45,6 +45,7 @@ def draw_panel(layout, context) -> None:
     box.prop(settings, "conf_percentile")
     box.prop(settings, "current_frame_only")
 
+    layout.prop(settings, "overwrite")
     row = layout.row(align=True)
     row.scale_y = 1.4
     if state and state.running:

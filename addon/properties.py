@@ -95,6 +95,7 @@ class LaserSettings(bpy.types.PropertyGroup):
                                    description="Share of each window's least confident pixels left out")
     current_frame_only: BoolProperty(name="Current Frame Points Only", default=False,
                                      description="Show only the points of the current frame (moving scenes)")
+    overwrite: field_property(Job, "overwrite", name="Overwrite Earlier Run")
 
 
 def footage_path(context, settings: LaserSettings) -> str | None:
@@ -127,7 +128,7 @@ def make_job(settings: LaserSettings, footage: str, run_dir: Path, device: str, 
         layer={name: _single(getattr(settings, f"lsa_{name}")) for name in LAYER_PROPERTIES},
         focal_mm=_single(settings.focal_mm) if settings.use_focal else None,
         sensor_width_mm=_single(settings.sensor_width) if settings.use_focal else None,
-        device=device, resume=resume,
+        device=device, resume=resume, overwrite=settings.overwrite and not resume,
     )
 
 

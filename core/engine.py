@@ -21,9 +21,10 @@ import numpy as np
 from core import events
 from core.backbones.base import Backbone
 from core.registration import DepthRefiner, Reference, register_window
-from core.run.files import RunDirError
-from core.run.manifest import InputGeometry, PredictionsMeta, RunManifest, RunStatus, SourceInfo
-from core.run.rundir import PredictionsDir, RunDir, RunWriter
+from core.run.arrays import WindowPrediction
+from core.run.files import RunDirError, RunDirRefused
+from core.run.manifest import InputGeometry, PredictionsMeta, RunManifest, RunStatus, SourceInfo, resume_differences
+from core.run.rundir import PredictionsDir, RunDir, RunWriter, load_aligned, load_prediction
 from core.run.settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -197,12 +198,18 @@ def _producer(source: FrameSourceLike, geometry: InputGeometry, backbone: Backbo
 
 def _resume_state(run: RunDir, state: _State, overlap: int) -> int:
     """Restore ``state`` after the last finished window on disk; returns the next window index."""
-    windows = list(run.iter_aligned())
+    windows = []
+    for index, path in run.aligned_windows():
+        if index != len(windows):
+            raise RunDirError(f"{run.aligned_dir} is missing window {len(windows)}; cannot resume past it: delete "
+                              f"the window files from {path.name} on and --resume redoes them")
+        try:
+            windows.append(load_aligned(path, index))
+        except RunDirError as e:
+            raise RunDirError(f"{e}; to redo from window {index}, delete {path.name} and the later window files "
+                              f"in {run.aligned_dir} and --resume again") from None
     if not windows:
         return 0
-    for expected, win in enumerate(windows):
-        if win.index != expected:
-            raise RunDirError(f"{run.aligned_dir} is missing window {expected}; cannot resume")
     tail, count = [], 0
     for win in reversed(windows):
         tail.insert(0, win)
@@ -216,6 +223,35 @@ def _resume_state(run: RunDir, state: _State, overlap: int) -> int:
     if state.refiner is not None:
         state.refiner.restore(windows)
     return len(windows)
+
+
+def _prepare_run_dir(run: RunDir, manifest: RunManifest, resume: bool, overwrite: bool,
+                     keep_predictions: bool = False) -> None:
+    """Apply the rules for writing into ``run``: refuse what would mix two runs.
+
+    A directory that already holds a run is continued only with ``resume`` (and only
+    when footage, backbone and settings are the same), replaced only with ``overwrite``
+    (which deletes the run's own files first), and otherwise left untouched.
+    """
+    if run.root.exists() and not run.root.is_dir():
+        raise RunDirRefused(f"{run.root} exists and is not a directory; choose another output directory (-o)")
+    if resume and overwrite:
+        raise RunDirRefused("--resume continues the run in the output directory and --overwrite replaces it: "
+                          "give one of them")
+    if not run.holds_run():
+        return
+    if resume:
+        if run.is_run():
+            differences = resume_differences(run.read_manifest(), manifest)
+            if differences:
+                raise RunDirRefused(f"cannot resume {run.root}: it was made with " + "; ".join(differences)
+                                  + ". Pass the same values, or --overwrite to start again")
+        return
+    if not overwrite:
+        raise RunDirRefused(f"{run.root} already holds {run.describe()}; --resume continues it, "
+                          "--overwrite replaces it, or choose another output directory (-o)")
+    log.info("overwriting %s (%s)", run.root, run.describe())
+    run.clear(keep_predictions)
 
 
 # --------------------------------------------------------------------------- entry points
@@ -242,10 +278,14 @@ def _run_stream(writer: RunWriter, settings: EngineSettings, state: _State, geom
 
 def reconstruct(source: FrameSourceLike, backbone: Backbone, run_dir: Path, settings: EngineSettings, *,
                 on_event: EventSink | None = None, cancel: threading.Event | None = None,
-                resume: bool = False, job: dict[str, Any] | None = None) -> RunStatus:
+                resume: bool = False, overwrite: bool = False, job: dict[str, Any] | None = None) -> RunStatus:
     """Stream ``source`` through ``backbone`` and write a run directory.
 
     Args:
+        resume: continue the run in ``run_dir`` from its last finished window (refused
+            when its footage, backbone or settings differ).
+        overwrite: replace the run in ``run_dir``; without it (or ``resume``) a directory
+            that already holds a run is refused.
         job: the job as given (recorded in run.json so a resume or re-run can repeat it).
     Returns:
         complete or cancelled (run.json says the same). On an error run.json is
@@ -256,29 +296,24 @@ def reconstruct(source: FrameSourceLike, backbone: Backbone, run_dir: Path, sett
     cancel = cancel or threading.Event()
     info = source.info
     geometry = backbone.input_geometry((info.width, info.height))
-    writer = RunWriter(run, fps=info.fps)
+    manifest = RunManifest(source=info, settings=settings, backbone=backbone.name, geometry=geometry, job=job)
+    _prepare_run_dir(run, manifest, resume, overwrite)
     if backbone.licence:
         emit(events.Notice(backbone.licence))
 
     state, first_window = _State(depth_refiner(settings)), 0
     if resume:
-        if run.predictions.meta_path.exists():
-            meta = run.predictions.read_meta()
-            if (meta.window, meta.overlap) != (settings.window, settings.overlap):
-                raise RunDirError(f"cannot resume {run_dir}: it was made with window {meta.window}, "
-                                  f"overlap {meta.overlap}; pass the same values")
         first_window = _resume_state(run, state, settings.overlap)
+    writer = RunWriter(run, fps=info.fps)
+    if first_window:
         run.rewrite_trajectory(info.fps)
-
     w, h = geometry.size
     writer.write_meta(PredictionsMeta(window=settings.window, overlap=settings.overlap, height=h, width=w,
                                       fps=info.fps, backbone=backbone.name, geometry=geometry))
-    writer.start(RunManifest(
-        source=info,
-        settings=settings, backbone=backbone.name, geometry=geometry, job=job,
-        windows_done=state.windows_done, frames_done=state.frames_done,
-        last_frame=int(state.reference.frames[-1]) if state.reference is not None else None,
-    ), resume=first_window > 0)
+    writer.start(manifest.model_copy(update={
+        "windows_done": state.windows_done, "frames_done": state.frames_done,
+        "last_frame": int(state.reference.frames[-1]) if state.reference is not None else None,
+    }), resume=first_window > 0)
     emit(events.Started(total_frames=info.num_frames, fps=info.fps, width=info.width, height=info.height,
                         pred_width=w, pred_height=h, windows_done=state.windows_done,
                         frames_done=state.frames_done))
@@ -297,25 +332,45 @@ def reconstruct(source: FrameSourceLike, backbone: Backbone, run_dir: Path, sett
         producer.join(timeout=0.5 if cancel.is_set() else 5.0)
 
 
+def _checked_predictions(predictions: PredictionsDir, meta: PredictionsMeta) -> Iterator[tuple[int, WindowPrediction]]:
+    """The windows of ``predictions`` in order, each checked against ``meta.json``'s layout."""
+    windows = predictions.windows()
+    if not windows:
+        raise RunDirError(f"{predictions.path} holds no prediction windows (w00000.npz, ...); nothing to align")
+    for expected, (index, path) in enumerate(windows):
+        if index != expected:
+            raise RunDirError(f"{predictions.path} is missing window {expected} (found {path.name} next)")
+        pred = load_prediction(path)
+        if pred.shape != meta.shape:
+            raise RunDirError(f"{path}: predictions are {pred.shape[1]}x{pred.shape[0]} but "
+                              f"{predictions.meta_path} says {meta.width}x{meta.height}")
+        yield index, pred
+
+
 def align(pred_dir: Path, run_dir: Path, settings: EngineSettings, *, on_event: EventSink | None = None,
-          cancel: threading.Event | None = None) -> RunStatus:
+          cancel: threading.Event | None = None, overwrite: bool = False) -> RunStatus:
     """Re-register a ``predictions/`` directory (ours or another tool's) into ``run_dir``.
 
     Window and overlap come from ``pred_dir/meta.json``; ``settings`` supplies the rest.
+    A ``run_dir`` that already holds a run is replaced only with ``overwrite`` (in place,
+    ``run_dir/predictions`` being ``pred_dir``, its predictions are kept: they are the input).
     """
     predictions, run = PredictionsDir(pred_dir), RunDir(run_dir)
     meta = predictions.read_meta()
     settings = settings.model_copy(update={"window": meta.window, "overlap": meta.overlap,
                                            "save_predictions": False})
-    writer = RunWriter(run, fps=meta.fps)
-    if predictions.path.resolve() != run.predictions.path.resolve():
-        writer.write_meta(meta)
     geometry = meta.geometry or InputGeometry.resize_only((meta.width, meta.height), (meta.width, meta.height))
-    writer.start(RunManifest(source=SourceInfo(predictions=str(predictions.path), fps=meta.fps),
-                             settings=settings, backbone=meta.backbone or "external", geometry=geometry))
+    in_place = predictions.path.resolve() == run.predictions.path.resolve()
+    manifest = RunManifest(source=SourceInfo(predictions=str(predictions.path), fps=meta.fps), settings=settings,
+                           backbone=meta.backbone or "external", geometry=geometry)
+    _prepare_run_dir(run, manifest, resume=False, overwrite=overwrite, keep_predictions=in_place)
+    writer = RunWriter(run, fps=meta.fps)
+    if not in_place:
+        writer.write_meta(meta)
+    writer.start(manifest)
     emit = on_event or (lambda e: None)
     emit(events.Started(total_frames=None, fps=meta.fps, width=geometry.footage[0], height=geometry.footage[1],
                         pred_width=meta.width, pred_height=meta.height, windows_done=0, frames_done=0))
-    windows = iter(predictions)
+    windows = _checked_predictions(predictions, meta)
     return _run_stream(writer, settings, _State(depth_refiner(settings)), geometry, lambda: next(windows, _END),
                        emit, cancel or threading.Event(), None)

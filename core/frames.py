@@ -132,6 +132,7 @@ class VideoSource(FrameSource):
             path=str(path), width=width, height=height,
             fps=fps if fps > 0 and math.isfinite(fps) else None,
             num_frames=None if self._total is None else selected_count(self._total, start, stride, max_frames),
+            start=start, stride=stride,
         )
 
     @property
@@ -210,7 +211,7 @@ class ImageFolderSource(FrameSource):
         height, width = self._read(0).shape[:2]
         self._info = SourceInfo(
             path=str(path), width=width, height=height, fps=None,
-            num_frames=selected_count(len(files), start, stride, max_frames),
+            num_frames=selected_count(len(files), start, stride, max_frames), start=start, stride=stride,
         )
 
     @property

@@ -186,6 +186,40 @@ def overlap_rigid(ref_poses: np.ndarray, new_poses: np.ndarray, scale: float,
     return rigid_align(anchors(new_poses.astype(np.float64), scale), anchors(ref_poses.astype(np.float64), 1.0))
 
 
+RIGID_TOLERANCE = 1e-3  # |R^T R - I| and |det R - 1| a camera-to-world rotation may be off by
+
+
+def check_prediction(index: int, pred: WindowPrediction) -> None:
+    """Refuse a window whose frame indices or cameras cannot be registered.
+
+    Bad pixels (non-finite or non-positive depth, non-finite confidence) are not an
+    error: the confidence mask drops them. Frame indices must increase; every pose must
+    be a finite rigid camera-to-world transform (a proper rotation: no scale, shear or
+    reflection); predicted intrinsics, when given, finite with positive focal lengths.
+    """
+    if np.any(np.diff(pred.frames) <= 0):
+        raise RegistrationError(f"window {index}: frame indices must increase, got {pred.frames.tolist()}")
+    poses = pred.poses.astype(np.float64)
+    finite = np.isfinite(poses).all(axis=(1, 2))
+    R = np.where(finite[:, None, None], poses, np.eye(4))[:, :3, :3]
+    off_rotation = np.abs(R.transpose(0, 2, 1) @ R - np.eye(3)).max(axis=(1, 2))
+    det = np.linalg.det(R)
+    bottom = np.abs(np.where(finite[:, None], poses[:, 3], 0) - [0, 0, 0, 1]).max(axis=1)
+    bad = ~finite | (off_rotation > RIGID_TOLERANCE) | (np.abs(det - 1) > RIGID_TOLERANCE) | (bottom > RIGID_TOLERANCE)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        why = "has non-finite values" if not finite[k] else f"is not a rigid transform (det R = {det[k]:.4g})"
+        raise RegistrationError(f"window {index}: the camera pose of frame {pred.frames[k]} {why}; "
+                                f"{int(bad.sum())} of its {len(bad)} poses are unusable")
+    if pred.intrinsics is not None:
+        K = pred.intrinsics.astype(np.float64)
+        good = np.isfinite(K).all(axis=(1, 2)) & (K[:, 0, 0] > 0) & (K[:, 1, 1] > 0)
+        if not good.all():
+            k = int(np.flatnonzero(~good)[0])
+            raise RegistrationError(f"window {index}: the predicted intrinsics of frame {pred.frames[k]} are not "
+                                    f"finite with positive focal lengths ({K[k, 0, 0]:.4g}, {K[k, 1, 1]:.4g})")
+
+
 def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.ndarray | None,
                     reference: Reference | None, conf_keep: float, focal_px: float | None = None,
                     refiner: DepthRefiner | None = None) -> tuple[RegistrationResult, np.ndarray]:
@@ -205,7 +239,8 @@ def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.n
         (result, K): the aligned frames this window adds plus the next reference, and
         the fixed intrinsics.
     """
-    raw_depth = pred.points[..., 2]
+    check_prediction(index, pred)
+    raw_depth = np.where(np.isfinite(pred.points).all(axis=-1), pred.points[..., 2], np.float32(np.nan))
     mask = confidence_mask(pred.conf, raw_depth, conf_keep)
     if K is None:
         K = initial_intrinsics(pred, mask, focal_px)
@@ -220,6 +255,9 @@ def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.n
             raise RegistrationError(f"window {index} does not start with the previous window's last "
                              f"{overlap} frames ({reference.frames.tolist()} vs {pred.frames[:o].tolist()})")
         scale = overlap_scale(reference, depth, mask, pred.conf)
+        if not (np.isfinite(scale) and scale > 0):
+            raise RegistrationError(f"window {index}: the scale to the previous window is {scale}; "
+                                    "its depth on the shared frames is unusable")
         arm = float(np.median(reference.depth[reference.mask])) if reference.mask.any() else 1.0
         R, t = overlap_rigid(reference.poses, pred.poses[:o], scale, arm)
         poses = apply_sim3_to_poses(scale, R, t, pred.poses)

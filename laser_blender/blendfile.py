@@ -18,6 +18,7 @@ import os
 import sys
 from pathlib import Path
 
+from core.run.files import output_file
 from laser_blender.client import WorkerClient
 from laser_blender.protocol import Job
 from laser_blender.scene import SceneOptions, import_run
@@ -48,8 +49,7 @@ def save_blend(blend_path: str | Path) -> Path:
     """Save the current Blender data to ``blend_path`` (parents created); returns the absolute path."""
     import bpy
 
-    path = Path(blend_path).absolute()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = output_file(blend_path)
     with _stdout_to_stderr():
         bpy.ops.wm.save_as_mainfile(filepath=str(path), check_existing=False)
     return path
@@ -66,6 +66,7 @@ def write_blend(run_dir: str | Path, blend_path: str | Path, options: SceneOptio
         core.run.files.RunDirError: ``run_dir`` is not a run directory (or lacks meta.json).
     """
     options = dataclasses.replace(options or SceneOptions(), **option_fields)
+    output_file(blend_path)  # fail before the import, not after
     import_run(_empty_scene(), Path(run_dir), options)
     return save_blend(blend_path)
 

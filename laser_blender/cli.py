@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import pkgutil
+import signal
 import sys
 
 from core.errors import USER_ERRORS
@@ -44,6 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    code = _run(args)
+    if code == ExitCode.CANCELLED:
+        # Python drops its signal handlers while shutting down; a further Ctrl-C there would
+        # end the process by SIGINT instead of the documented 130. Nothing is left to cancel.
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+    return code
+
+
+def _run(args) -> int:
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

@@ -44,7 +44,8 @@ def graceful_interrupt() -> Iterator[threading.Event]:
         yield cancel
     finally:
         for s, h in previous.items():
-            signal.signal(s, h)
+            # Once cancelling, a further Ctrl-C (even after the run has ended) still exits quietly with 130.
+            signal.signal(s, handler if cancel.is_set() else h)
 
 
 @contextlib.contextmanager

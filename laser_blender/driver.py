@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from core import events
 from core.errors import USER_ERRORS
-from core.run.files import RunDirError
+from core.run.files import RunDirError, RunDirRefused
 from core.run.manifest import RunStatus
 from core.run.rundir import RunDir, mark_failed
 from laser_blender import protocol
@@ -110,20 +110,22 @@ def run_job(job: Job, on_event: EngineEventSink | None = None, cancel: threading
     try:
         source, backbone, settings = build_pipeline(job)
         status = reconstruct(source, backbone, run.root, settings, on_event=sink, cancel=cancel,
-                             resume=job.resume, job=job.model_dump(mode="json"))
+                             resume=job.resume, overwrite=job.overwrite, job=job.model_dump(mode="json"))
     except Exception as e:  # noqa: BLE001 - every failure becomes an outcome
         user_error = isinstance(e, USER_ERRORS)
         if user_error:
-            log.error("%s", e)
+            log.info("%s", e)  # the front end shows it; the worker's log keeps it
         else:
             log.exception("internal error")
         message = describe_error(e, log_path)
-        try:
-            mark_failed(run, message)
-        except (OSError, RunDirError) as write_error:
-            log.error("could not mark %s failed: %s", run.manifest_path, write_error)
+        if not isinstance(e, RunDirRefused):  # a refused run directory holds another run: leave it as it is
+            try:
+                mark_failed(run, message)
+            except (OSError, RunDirError) as write_error:
+                log.error("could not mark %s failed: %s", run.manifest_path, write_error)
+        resumable = not isinstance(e, RunDirRefused) and bool(run.aligned_windows())
         return Outcome(RunStatus.failed, counts.windows, counts.frames, time.perf_counter() - t0, error=message,
-                       internal=not user_error, resumable=bool(run.aligned_windows()))
+                       internal=not user_error, resumable=resumable)
     return Outcome(status, counts.windows, counts.frames, time.perf_counter() - t0,
                    resumable=status == RunStatus.cancelled)
 

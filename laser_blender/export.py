@@ -13,7 +13,7 @@ import numpy as np
 import trimesh
 
 from core.errors import UserError
-from core.run.files import RunDirError
+from core.run.files import RunDirError, output_file
 from core.run.rundir import RunDir
 from laser_blender.points import select_points, window_points
 
@@ -48,6 +48,7 @@ def export_point_cloud(run_dir: str | Path, path: str | Path, max_points: int = 
                          + ", ".join(f".{f}" for f in FORMATS))
     if max_points < 1:
         raise UserError(f"max_points must be positive, got {max_points}")
+    path = output_file(path)
     run = RunDir(run_dir)
     manifest = run.read_manifest()
     if not run.aligned_windows():
@@ -65,7 +66,6 @@ def export_point_cloud(run_dir: str | Path, path: str | Path, max_points: int = 
     if len(points) > max_points:  # frames_done lagged behind a growing run
         keep = np.sort(np.random.default_rng(seed).choice(len(points), max_points, replace=False))
         points, colors = points[keep], colors[keep]
-    path.parent.mkdir(parents=True, exist_ok=True)
     alpha = np.full((len(colors), 1), 255, np.uint8)
     trimesh.PointCloud(points, colors=np.concatenate([colors, alpha], axis=1)).export(path, file_type=fmt)
     return ExportSummary(path=path, points=len(points), windows=windows, frames=frames)

@@ -14,9 +14,12 @@ One JSON object per line, UTF-8, every object carrying the protocol version
   licence comes before ``started``). A resumed run's ``started`` counts the
   windows already on disk, for which no ``window_done`` is sent.
 
-Both sides validate every line. :func:`decode` never raises: a line that is not
-JSON, speaks another version, names an unknown type or fails validation becomes
-a :class:`ProtocolIssue` the reader can report.
+Both sides validate every line. :func:`decode` and :func:`decode_control` never
+raise, whatever they are given (text, or bytes read as UTF-8 with undecodable bytes
+replaced): a line that is longer than :data:`MAX_LINE_CHARS`, nests deeper than
+:data:`MAX_NESTING`, is not JSON, speaks another version, names an unknown type or
+fails validation becomes a :class:`ProtocolIssue` the reader can report. Paths in a
+:class:`Job` are never empty and never hold a NUL byte.
 
 This module ships inside Blender: it imports pydantic, the standard library and
 the settings in ``core.run.settings`` (never torch or bpy).
@@ -25,14 +28,29 @@ the settings in ``core.run.settings`` (never torch or bpy).
 from __future__ import annotations
 
 import json
+import re
+from itertools import accumulate
 from typing import Annotated, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from core.run.manifest import RunStatus
 from core.run.settings import BACKBONES, BackboneName, EngineSettings, NonNegative, StreamSettings
 
 PROTOCOL_VERSION = 1
+MAX_LINE_CHARS = 1 << 20
+"""The longest line a reader parses (1 MiB; the longest real event is a few kB)."""
+MAX_NESTING = 64
+"""The deepest nesting of JSON arrays and objects a reader parses (real lines nest 3 deep)."""
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 
@@ -74,6 +92,19 @@ class Job(StreamSettings, Message):
     dtype: Dtype = Field("auto", description="network precision; 'auto': bfloat16/float16 autocast on CUDA, "
                                              "float32 on CPU")
     resume: bool = Field(False, description="continue a cancelled or crashed run from its last finished window")
+    overwrite: bool = Field(False, description="replace the run already in the run directory (its windows, "
+                                               "predictions and run.json are deleted first)")
+
+    @field_validator("input", "run_dir", "weights", "synthetic_scene")
+    @classmethod
+    def _usable_path(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("must not be empty")
+        if "\0" in value:
+            raise ValueError(f"contains a NUL byte, which no path can hold: {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> "Job":
@@ -229,20 +260,67 @@ def encode(message: Message) -> str:
     return message.model_dump_json()
 
 
+def _printable(text: str, limit: int) -> str:
+    """``text`` shortened to ``limit`` characters, lone surrogates escaped (an issue can always be sent on)."""
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    text = text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _issue(line: str, reason: str) -> ProtocolIssue:
-    short = line if len(line) <= 200 else line[:197] + "..."
-    return ProtocolIssue(line=short, reason=reason)
+    return ProtocolIssue(line=_printable(line, 200), reason=_printable(reason, 500))
 
 
-def _load_object(line: str) -> dict | ProtocolIssue:
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_BRACKETS = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def _nesting(text: str) -> int:
+    """An upper bound of how deep the JSON in ``text`` nests arrays and objects (brackets in strings skipped).
+
+    Cheap for any input: no recursion, linear time, and no work at all for the usual
+    line with fewer opening brackets than :data:`MAX_NESTING`.
+    """
+    openers = text.count("[") + text.count("{")
+    if openers <= MAX_NESTING:
+        return openers
+    brackets = _BRACKETS.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
+
+
+def _as_text(line: object) -> str | ProtocolIssue:
+    """``line`` as text of at most :data:`MAX_LINE_CHARS`, or the issue with it."""
+    if isinstance(line, (bytes, bytearray, memoryview)):
+        data = bytes(line)
+        if len(data) > MAX_LINE_CHARS:
+            return _issue(data[:200].decode("utf-8", errors="replace"),
+                          f"line too long ({len(data)} bytes; at most {MAX_LINE_CHARS})")
+        line = data.decode("utf-8", errors="replace")
+    if not isinstance(line, str):
+        return _issue(repr(line)[:200], f"not a line of text: {type(line).__name__}")
+    if len(line) > MAX_LINE_CHARS:
+        return _issue(line[:200], f"line too long ({len(line)} characters; at most {MAX_LINE_CHARS})")
+    return line
+
+
+def _load_object(line: object) -> dict | ProtocolIssue:
     """The JSON object on ``line`` with a supported version, or the issue with it."""
+    line = _as_text(line)
+    if isinstance(line, ProtocolIssue):
+        return line
     text = line.strip()
     if not text:
         return _issue(line, "empty line")
+    if _nesting(text) > MAX_NESTING:
+        return _issue(line, f"nested too deeply (more than {MAX_NESTING} levels of arrays and objects)")
     try:
         obj = json.loads(text)
     except ValueError as e:
         return _issue(line, f"not JSON: {e}")
+    except RecursionError:
+        return _issue(line, "nested too deeply")
     if not isinstance(obj, dict):
         return _issue(line, f"expected a JSON object, got {type(obj).__name__}")
     if obj.get("v") != PROTOCOL_VERSION:
@@ -255,33 +333,54 @@ def _validation_reason(kind: str, e: ValidationError) -> str:
     return f"invalid {kind}: " + "; ".join(parts)
 
 
-def decode(line: str) -> Event | ProtocolIssue:
-    """Parse one worker -> client line; never raises."""
-    obj = _load_object(line)
-    if isinstance(obj, ProtocolIssue):
-        return obj
-    kind = obj.get("type")
-    if kind not in _EVENT_TYPES:
-        return _issue(line, f"unknown event type {kind!r}")
+def _unreadable(line: object, e: BaseException) -> ProtocolIssue:
+    """The issue for a line whose parsing failed unexpectedly (the last resort of the decoders)."""
     try:
-        return _EVENTS.validate_python(obj)
-    except ValidationError as e:
-        return _issue(line, _validation_reason(f"{kind} event", e))
+        text = line if isinstance(line, str) else repr(line)
+        return _issue(text[:200], f"unreadable line ({type(e).__name__})")
+    except Exception:  # noqa: BLE001 - never raise
+        return ProtocolIssue(line="", reason=f"unreadable line ({type(e).__name__})")
 
 
-def decode_control(line: str) -> Cancel | ProtocolIssue:
-    """Parse one client -> worker line after the job; never raises."""
-    if line.strip() == "cancel":
-        return Cancel()
-    obj = _load_object(line)
-    if isinstance(obj, ProtocolIssue):
-        return obj
-    if obj.get("type") != "cancel":
-        return _issue(line, f"unknown control message type {obj.get('type')!r}")
+def decode(line: str | bytes) -> Event | ProtocolIssue:
+    """Parse one worker -> client line; never raises (bytes are read as UTF-8, bad bytes replaced)."""
     try:
-        return Cancel.model_validate(obj)
-    except ValidationError as e:
-        return _issue(line, _validation_reason("cancel message", e))
+        line = _as_text(line)
+        if isinstance(line, ProtocolIssue):
+            return line
+        obj = _load_object(line)
+        if isinstance(obj, ProtocolIssue):
+            return obj
+        kind = obj.get("type")
+        if not isinstance(kind, str) or kind not in _EVENT_TYPES:
+            return _issue(line, f"unknown event type {kind!r}")
+        try:
+            return _EVENTS.validate_python(obj)
+        except ValidationError as e:
+            return _issue(line, _validation_reason(f"{kind} event", e))
+    except Exception as e:  # noqa: BLE001 - documented never to raise; RecursionError, MemoryError included
+        return _unreadable(line, e)
+
+
+def decode_control(line: str | bytes) -> Cancel | ProtocolIssue:
+    """Parse one client -> worker line after the job; never raises (bytes as for :func:`decode`)."""
+    try:
+        text = _as_text(line)
+        if isinstance(text, ProtocolIssue):
+            return text
+        if text.strip() == "cancel":
+            return Cancel()
+        obj = _load_object(text)
+        if isinstance(obj, ProtocolIssue):
+            return obj
+        if obj.get("type") != "cancel":
+            return _issue(text, f"unknown control message type {obj.get('type')!r}")
+        try:
+            return Cancel.model_validate(obj)
+        except ValidationError as e:
+            return _issue(text, _validation_reason("cancel message", e))
+    except Exception as e:  # noqa: BLE001 - documented never to raise
+        return _unreadable(line, e)
 
 
 def parse_job(text: str) -> Job:
@@ -292,9 +391,11 @@ def parse_job(text: str) -> Job:
     Raises:
         ValueError: naming every problem, when ``text`` is not a valid job.
     """
+    if _nesting(text) > MAX_NESTING:
+        raise ValueError(f"not a laser-blender job: nested too deeply (more than {MAX_NESTING} levels)")
     try:
         obj = json.loads(text)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise ValueError(f"not a laser-blender job: not JSON: {e}") from None
     if not isinstance(obj, dict):
         raise ValueError(f"not a laser-blender job: expected a JSON object, got {type(obj).__name__}")

@@ -19,6 +19,11 @@ and 2 a problem with the job or its input (an ``error`` event says why and run.j
 is marked failed; an invalid job writes nothing); 130 cancelled (finished windows are
 kept; ``--resume`` continues).
 
+Every exit sends exactly one terminal event (``finished``, ``cancelled`` or ``error``)
+first, whatever fails (bad arguments, an unreadable or invalid job, logging set-up,
+a bug): nothing escapes :func:`main` without an ``error`` event, and a second
+terminal event is never sent. Only ``--help`` exits without one.
+
 The worker never imports bpy.
 """
 
@@ -35,7 +40,7 @@ from typing import Any, Callable, TextIO
 
 from core.run.rundir import RunDir
 from laser_blender.outcome import ExitCode
-from laser_blender.protocol import Cancel, ErrorEvent, Job, Message, decode_control, encode, parse_job
+from laser_blender.protocol import Cancel, ErrorEvent, Job, Message, decode_control, encode, is_terminal, parse_job
 
 log = logging.getLogger("laser_blender.worker")
 
@@ -44,7 +49,8 @@ class EventWriter:
     """Writes protocol lines, one flush per line, from any thread.
 
     When the reader is gone (broken pipe) it calls ``on_broken`` once and drops
-    further lines.
+    further lines. It sends at most one terminal event (``terminal_sent``); a second
+    one is logged and dropped.
     """
 
     def __init__(self, stream: TextIO, on_broken: Callable[[], None]):
@@ -52,10 +58,17 @@ class EventWriter:
         self._on_broken = on_broken
         self._lock = threading.Lock()
         self._broken = False
+        self.terminal_sent = False
 
     def __call__(self, message: Message) -> None:
-        line = encode(message) + "\n"
+        terminal = is_terminal(message)
         with self._lock:
+            if terminal and self.terminal_sent:
+                log.warning("not sending a second terminal event: %s", message)
+                return
+            line = encode(message) + "\n"  # may raise (e.g. a path that is not UTF-8): nothing was sent
+            if terminal:
+                self.terminal_sent = True
             if self._broken:
                 return
             try:
@@ -144,34 +157,88 @@ def read_job_text(source: str, stdin: TextIO) -> str:
         raise ValueError(f"cannot read the job file {source}: {e.strerror}") from None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m laser_blender.worker", description=__doc__.split("\n")[0])
-    parser.add_argument("job", help="job JSON file, or - for the first line of stdin")
-    parser.add_argument("--resume", action="store_true", help="continue the run directory's last run")
-    args = parser.parse_args(argv)
+class _UsageError(Exception):
+    """Bad command-line arguments (argparse's message)."""
 
-    cancel = threading.Event()
-    install_signal_handlers(cancel)
-    emit = EventWriter(protocol_stdout(), on_broken=cancel.set)
-    setup_logging(None)
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # an error event instead of argparse's exit
+        self.print_usage(sys.stderr)
+        raise _UsageError(f"{self.prog}: {message}")
+
+
+def _last_resort(message: str) -> None:
+    """Write an error event straight to fd 1 when no event writer could be set up; never raises."""
     try:
-        job = parse_job(read_job_text(args.job, sys.stdin))
-    except ValueError as e:
-        log.error("%s", e)
-        emit(ErrorEvent(message=str(e)))
-        return ExitCode.USER_ERROR
-    if args.resume:
-        job = job.model_copy(update={"resume": True})
+        os.write(1, (encode(ErrorEvent(message=message)) + "\n").encode())
+    except Exception:  # noqa: BLE001 - nowhere left to report it
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the worker; every exit sends one terminal event first (see the module docstring)."""
+    emit: EventWriter | None = None
+    log_path: Path | None = None
+
+    def fail(message: str, code: ExitCode) -> int:
+        if emit is None:
+            _last_resort(message)
+        elif not emit.terminal_sent:
+            try:
+                emit(ErrorEvent(message=message, log=str(log_path) if log_path else None))
+            except Exception:  # noqa: BLE001 - e.g. a message that cannot be encoded
+                emit(ErrorEvent(message=ascii(message)[1:-1], log=ascii(str(log_path))[1:-1] if log_path else None))
+        return code
+
     try:
-        log_path = setup_logging(Path(job.run_dir))
-    except OSError as e:
-        message = f"cannot write the run directory {job.run_dir}: {e.strerror or e}"
-        log.error("%s", message)
-        emit(ErrorEvent(message=message))
-        return ExitCode.USER_ERROR
-    watch_stdin(sys.stdin, cancel)
-    log.info("job: %s", encode(job))
-    return run(job, emit, cancel, log_path)
+        cancel = threading.Event()
+        install_signal_handlers(cancel)
+        emit = EventWriter(protocol_stdout(), on_broken=cancel.set)
+        setup_logging(None)
+        parser = _Parser(prog="python -m laser_blender.worker", description=__doc__.split("\n")[0])
+        parser.add_argument("job", help="job JSON file, or - for the first line of stdin")
+        parser.add_argument("--resume", action="store_true", help="continue the run directory's last run")
+        try:
+            args = parser.parse_args(argv)
+        except _UsageError as e:
+            log.error("%s", e)
+            return fail(str(e), ExitCode.USER_ERROR)
+        except SystemExit as e:  # --help (on stderr: stdout carries protocol lines only)
+            return e.code or 0
+        try:
+            job = parse_job(read_job_text(args.job, sys.stdin))
+        except ValueError as e:
+            log.error("%s", e)
+            return fail(str(e), ExitCode.USER_ERROR)
+        if args.resume:
+            job = job.model_copy(update={"resume": True})
+        try:
+            log_path = setup_logging(Path(job.run_dir))
+        except (OSError, ValueError) as e:
+            message = f"cannot write the run directory {job.run_dir}: {getattr(e, 'strerror', None) or e}"
+            log.error("%s", message)
+            return fail(message, ExitCode.USER_ERROR)
+        watch_stdin(sys.stdin, cancel)
+        log.info("job: %s", encode(job))
+        code = run(job, emit, cancel, log_path)
+        if not emit.terminal_sent:
+            log.error("the run ended (exit code %s) without a terminal event", code)
+            where = f"; see {log_path}" if log_path else ""
+            return fail(f"internal error (a bug, please report it): the worker's run ended (exit code {code}) "
+                        f"without saying how{where}", ExitCode.INTERNAL_ERROR)
+        return code
+    except SystemExit as e:  # sys.exit() deep in a library
+        where = f"; see {log_path}" if log_path else ""
+        return fail(f"internal error (a bug, please report it): the worker exited early (exit status {e.code}){where}",
+                    ExitCode.INTERNAL_ERROR)
+    except BaseException as e:  # noqa: BLE001 - every exit sends a final event
+        try:
+            log.exception("internal error")
+        except Exception:  # noqa: BLE001
+            pass
+        where = f"; the traceback is in {log_path}" if log_path else "; the traceback is on the worker's stderr"
+        return fail(f"internal error (a bug, please report it): {type(e).__name__}: {e}{where}",
+                    ExitCode.INTERNAL_ERROR)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ plain dict of that time and its aligned windows call the per-pixel layer factor
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -70,6 +71,12 @@ def test_legacy_run_exports_and_builds_a_blend(legacy, tmp_path):
 
 def test_legacy_run_resumes_like_an_uninterrupted_run(legacy, clip, tmp_path):
     video, gt = clip
+    # The fixture's footage was rendered again at another path: point the run at it, as
+    # after moving a project (a resume refuses other footage).
+    manifest = json.loads((legacy / "run.json").read_text())
+    manifest["source"]["path"] = manifest["job"]["input"] = str(video)
+    manifest["job"]["synthetic_scene"] = str(gt)
+    (legacy / "run.json").write_text(json.dumps(manifest))
     r = _cli("reconstruct", video, "-o", legacy, "--backbone", "synthetic", "--synthetic-scene", gt, *STREAM,
              "--resume")
     assert r.returncode == 0, r.stderr

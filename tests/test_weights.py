@@ -245,3 +245,181 @@ def test_da3_checkpoint_round_trip_stores_tied_tensor_once(tmp_path, da3_tiny) -
     path = save_checkpoint(model, tmp_path / "da3.safetensors", config)
     assert len(load_file(path)) == len(state) - 6
     assert_same_state(load_network("da3-small", str(path)), state)  # the embedded config wins
+
+
+# --------------------------------------------------------------------------- bad weights: one line naming the file
+
+def _first_line(error: pytest.ExceptionInfo) -> str:
+    return str(error.value).splitlines()[0]
+
+
+def test_bad_checkpoint_files_say_what_is_wrong_and_what_to_do(tmp_path, tiny_config, tiny_state) -> None:
+    """Each kind of broken file: a WeightsError (a user error) whose one line starts ``--weights FILE:``."""
+    import numpy as np
+
+    from core.errors import UserError
+
+    model = build_pi3(tiny_config)
+    model.load_state_dict(tiny_state)
+    good = save_checkpoint(model, tmp_path / "good.safetensors", tiny_config).read_bytes()
+    torch.save({"w": torch.zeros(1000)}, tmp_path / "zip.pt")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "with_ckpt").mkdir()
+    (tmp_path / "with_ckpt" / "model.pt").write_bytes(b"x")
+    cases = {
+        "short.safetensors": (good[:5], "truncated"),
+        "half.safetensors": (good[: len(good) // 2], "truncated"),
+        "empty.pt": (b"", "empty (0 bytes)"),
+        "cut.pt": ((tmp_path / "zip.pt").read_bytes()[:300], "damaged or truncated torch checkpoint"),
+        "lfs.safetensors": (b"version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 9\n", "Git LFS pointer"),
+        "page.pt": (b"<!DOCTYPE html>\n<html><body>Pi3</body></html>", "a web page"),
+        "notes.txt": ("températures\n".encode(), "a text file"),
+        "noise.bin": (np.random.default_rng(1).bytes(4000), "not a checkpoint"),
+        "bad_config.safetensors": (None, "embedded network configuration"),
+        "folder": (None, "pass the checkpoint file itself"),
+        "with_ckpt": (None, str(tmp_path / "with_ckpt" / "model.pt")),
+        "/dev/null": (None, "not a regular file"),
+    }
+    save_file(tiny_state, str(tmp_path / "bad_config.safetensors"), metadata={"laser_blender_config": "{oops"})
+    for name, (data, says) in cases.items():
+        path = tmp_path / name
+        if data is not None:
+            path.write_bytes(data)
+        with pytest.raises(WeightsError) as info:
+            load_network("pi3", str(path))
+        line = _first_line(info)
+        assert isinstance(info.value, UserError) and "\n" not in str(info.value), (name, str(info.value))
+        assert line.startswith(f"--weights {path}:") and says in line, (name, line)
+
+
+@pytest.mark.parametrize("payload, holds", [
+    ([1, 2, 3], "a list"),
+    ({}, "an empty dict"),
+    ({"epoch": 3, "lr": 0.1}, "a dict without tensors (keys epoch, lr)"),
+    ({"w": torch.zeros(2), "step": 7}, "a dict mixing tensors with other values ('step': int)"),
+    (torch.zeros(3), "a Tensor"),
+])
+def test_torch_file_that_is_not_a_state_dict(tmp_path, payload, holds) -> None:
+    path = tmp_path / "ckpt.pt"
+    torch.save(payload, path)
+    with pytest.raises(WeightsError) as info:
+        load_network("pi3", str(path))
+    assert str(info.value).startswith(f"--weights {path}: holds {holds}, not a state dict of tensors; pass ")
+
+
+def test_pickled_objects_are_refused_in_one_line(tmp_path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {"w": torch.zeros(1)}, "hook": Path("/tmp")}, path)
+    with pytest.raises(WeightsError) as info:
+        load_network("pi3", str(path))
+    assert str(info.value).startswith(f"--weights {path}: cannot read weights") and "\n" not in str(info.value)
+
+
+def test_legacy_torch_checkpoint_loads(tmp_path, tiny_config, tiny_state) -> None:
+    """torch.save's format before torch 1.6 (a pickle, not a zip) is read too, still without running code."""
+    path = tmp_path / "legacy.pth"
+    torch.save({"state_dict": tiny_state}, path, _use_new_zipfile_serialization=False)
+    assert path.read_bytes()[:1] == b"\x80"
+    assert_same_state(load_network("pi3", str(path), config=tiny_config), tiny_state)
+
+
+def test_another_networks_weights_are_named_on_the_first_line(tmp_path, fixtures_dir) -> None:
+    from tiny_models import write_tiny_checkpoint
+
+    path = write_tiny_checkpoint(fixtures_dir, "vggt", tmp_path / "vggt.safetensors")
+    with pytest.raises(StateDictMismatch) as info:
+        load_network("pi3", str(path))
+    line = _first_line(info)
+    assert line.startswith(f"--weights {path}: these weights do not fit the pi3 network (")
+    assert line.endswith("they look like vggt weights: use --backbone vggt. Details:")
+    assert "unexpected in the checkpoint" in str(info.value)  # the diff follows
+
+
+def test_whose_weights_recognises_released_sizes() -> None:
+    """A released DA3-SMALL layout given to --backbone da3 (DA3-BASE) is named exactly."""
+    from core.backbones.weights import _released_layout, whose_weights
+
+    small, aliases = _released_layout("da3-small")
+    found = {k: torch.Size(s) for k, s in small.items() if k not in aliases}  # tied tensors stored once
+    assert whose_weights(found, "da3") == "they are da3-small weights: use --backbone da3-small"
+    assert whose_weights(found, "pi3") == "they are da3-small weights: use --backbone da3-small"
+    pi3, _ = _released_layout("pi3")
+    pi3_found = {k: torch.Size(s) for k, s in pi3.items()}
+    assert whose_weights(pi3_found, "vggt") == "they are pi3 weights: use --backbone pi3"
+    assert whose_weights({"foo.weight": torch.Size([3])}, "pi3") is None
+
+
+def test_out_of_memory_while_loading_names_the_device(tiny_config) -> None:
+    from core.backbones.weights import load_state, parameters_on_meta
+    from core.errors import UserError
+
+    def tensors():
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        yield  # a generator
+
+    with parameters_on_meta():
+        model = build_pi3(tiny_config)
+    with pytest.raises(UserError) as info:
+        load_state(model, tensors(), "/w/pi3.safetensors", torch.device("cpu"))
+    assert str(info.value).startswith("--device cpu: out of memory while loading the weights /w/pi3.safetensors")
+
+
+# --------------------------------------------------------------------------- devices and precision the weights go to
+
+@pytest.mark.parametrize("device, says", [
+    ("nonsense", "--device nonsense: not a device; use auto, cpu, cuda, cuda:N or mps"),
+    ("", "--device '': not a device"),
+    ("cuda:-1", "--device cuda:-1: not a device"),
+    ("meta", "--device meta: the engine does not run on meta devices"),
+])
+def test_unknown_devices_name_the_option(device, says) -> None:
+    from core.backbones.adapter import OptionError, resolve_device
+    from core.errors import UserError
+
+    with pytest.raises(UserError) as info:
+        resolve_device(device)
+    assert isinstance(info.value, OptionError) and str(info.value).startswith(says)
+
+
+def test_devices_this_machine_lacks(monkeypatch) -> None:
+    from core.backbones import adapter
+
+    if not torch.backends.mps.is_available():
+        with pytest.raises(adapter.OptionError, match=r"^--device mps: MPS .* not available .* use --device cpu"):
+            adapter.resolve_device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(adapter.OptionError, match=r"^--device cuda:7: this machine has 1 CUDA device \(cuda:0\)"):
+        adapter.resolve_device("cuda:7")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(adapter.OptionError, match=r"has 2 CUDA devices \(cuda:0 to cuda:1\)"):
+        adapter.resolve_device("cuda:2")
+    assert adapter.resolve_device("cuda:1") == torch.device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(adapter.OptionError, match=r"^--device cuda: CUDA is not available on this machine"):
+        adapter.resolve_device("cuda")
+
+
+def test_precision_errors_name_the_option(monkeypatch) -> None:
+    from core.backbones import adapter
+    from core.errors import UserError
+
+    with pytest.raises(UserError, match=r"^--dtype int8: unknown dtype; choose auto, float32, bfloat16, float16"):
+        adapter.resolve_precision("int8", torch.device("cpu"))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
+    with pytest.raises(UserError, match=r"^--dtype bfloat16: Tesla T4 does not support bfloat16; use --dtype float16"):
+        adapter.resolve_precision("bfloat16", torch.device("cuda:0"))
+    assert adapter.resolve_precision("auto", torch.device("cuda:0")) == torch.float16
+
+
+def test_integer_tensors_where_the_network_needs_floats(tmp_path, tiny_config, tiny_state) -> None:
+    """A quantized checkpoint (int8 weights) is a one-line user error, not a failure inside load_state_dict."""
+    state = {**tiny_state, "decoder.0.attn.qkv.weight": tiny_state["decoder.0.attn.qkv.weight"].to(torch.int8)}
+    path = tmp_path / "int8.safetensors"
+    save_file(state, str(path), metadata={"laser_blender_config": json.dumps(tiny_config)})
+    with pytest.raises(StateDictMismatch) as info:
+        load_network("pi3", str(path))
+    assert str(info.value) == (f"--weights {path}: decoder.0.attn.qkv.weight is torch.int8 where the network needs "
+                               "floating point (1 tensor like it); a quantized checkpoint? pass the float weights "
+                               "(float32, float16 or bfloat16)")

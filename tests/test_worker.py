@@ -310,6 +310,61 @@ def test_invalid_job_is_an_error_event(tmp_path, stdin, expected):
     assert list(tmp_path.iterdir()) == []  # no run directory for a job that never started
 
 
+@pytest.mark.parametrize("field", ["input", "run_dir", "synthetic_scene"])
+def test_nul_byte_in_a_job_path_is_an_invalid_job(tmp_path, field):
+    job = {"input": "a.mp4", "run_dir": "run", "backbone": "synthetic", "synthetic_scene": "gt"}
+    job[field] = job[field] + "\0x"
+    result = subprocess.run([*WORKER, "-"], input=json.dumps(job) + "\n", capture_output=True, text=True,
+                            timeout=60, cwd=tmp_path)
+    assert result.returncode == EXIT_INVALID_JOB, result.stderr
+    events = parse_stdout(result.stdout)
+    assert len(events) == 1 and isinstance(events[0], ErrorEvent), events
+    assert f"{field}: " in events[0].message and "NUL byte" in events[0].message
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_worker_arguments_are_an_error_event(tmp_path):
+    result = subprocess.run([*WORKER, "a.json", "--bogus"], stdin=subprocess.DEVNULL, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == EXIT_INVALID_JOB
+    events = parse_stdout(result.stdout)
+    assert len(events) == 1 and isinstance(events[0], ErrorEvent) and "--bogus" in events[0].message
+
+
+# A worker whose run() fails in ways the driver never should: main() still ends with one terminal event.
+BROKEN_RUN = {
+    "raises": "def run(job, emit, cancel, log_path):\n    raise RuntimeError('boom')\n",
+    "exits": "def run(job, emit, cancel, log_path):\n    raise SystemExit(3)\n",
+    "is silent": "def run(job, emit, cancel, log_path):\n    return 0\n",
+    "ends twice": ("from laser_blender.protocol import ErrorEvent, Finished\n"
+                   "def run(job, emit, cancel, log_path):\n"
+                   "    emit(Finished(run_dir=job.run_dir, windows=0, frames=0, seconds=0.0))\n"
+                   "    emit(ErrorEvent(message='a second terminal event'))\n"
+                   "    raise RuntimeError('after the end')\n"),
+}
+
+
+@pytest.mark.parametrize("broken", BROKEN_RUN)
+def test_any_failure_in_the_worker_ends_with_exactly_one_terminal_event(tmp_path, broken):
+    code = (BROKEN_RUN[broken] + "import sys, laser_blender.worker as worker\n"
+            "worker.run = run\nsys.exit(worker.main(['-']))\n")
+    run_dir = tmp_path / "run"
+    job = json.dumps({"input": "a.mp4", "run_dir": str(run_dir)})
+    result = subprocess.run([sys.executable, "-c", code], input=job + "\n", capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == ExitCode.INTERNAL_ERROR, result.stderr
+    events = parse_stdout(result.stdout)
+    assert len(events) == 1, events
+    if broken == "ends twice":
+        assert isinstance(events[0], Finished)
+        assert "not sending a second terminal event" in result.stderr
+        return
+    assert isinstance(events[0], ErrorEvent) and "internal error" in events[0].message
+    assert events[0].log == str(run_dir / "worker.log") and str(run_dir / "worker.log") in events[0].message
+    assert "Traceback" in (run_dir / "worker.log").read_text() or broken != "raises"
+
+
 # --------------------------------------------------------------------------- network backbones
 
 def test_missing_weights_tell_how_to_provide_them(clips, tmp_path):

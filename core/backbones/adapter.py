@@ -209,16 +209,48 @@ NETWORKS: dict[str, NetworkAdapter] = {
 }
 
 
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+class OptionError(UserError, ValueError):
+    """A ``--device`` or ``--dtype`` value that cannot be used (on this machine)."""
+
+
 def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' -> the first CUDA device when available, else CPU; anything else as given."""
+    """'auto' -> the first CUDA device when available, else CPU; anything else as given,
+    once checked to exist on this machine.
+
+    Raises:
+        OptionError: not a device, a kind the engine does not run on, CUDA or MPS not
+            available, or a CUDA index beyond this machine's devices; the message names
+            ``--device`` and what to use instead.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    shown = device if str(device).strip() else repr(device)
     try:
         resolved = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"--device {device}: not a device; use auto, cpu, cuda, cuda:1, mps, ...") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: CUDA is not available on this machine; use --device cpu or auto")
+    except (RuntimeError, ValueError, TypeError):
+        raise OptionError(f"--device {shown}: not a device; use {DEVICE_CHOICES}") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this PyTorch is a CPU-only build" if torch.version.cuda is None else "no usable NVIDIA GPU or driver"
+            raise OptionError(f"--device {device}: CUDA is not available on this machine ({why}); "
+                              "use --device cpu or auto")
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            have = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+            raise OptionError(f"--device {device}: this machine has {count} CUDA device{'s' * (count != 1)} "
+                              f"({have}); use one of those, or auto")
+    elif resolved.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise OptionError(f"--device {device}: MPS (the Apple-silicon GPU) is not available on this machine; "
+                              "use --device cpu or auto")
+        if resolved.index not in (None, 0):
+            raise OptionError(f"--device {device}: there is one MPS device; use --device mps")
+    elif resolved.type != "cpu":
+        raise OptionError(f"--device {device}: the engine does not run on {resolved.type} devices; "
+                          f"use {DEVICE_CHOICES}")
     return resolved
 
 
@@ -227,13 +259,19 @@ def resolve_precision(dtype: str, device: torch.device) -> torch.dtype | None:
 
     'auto' is bfloat16 on CUDA devices that support it, float16 on older CUDA
     devices, float32 on CPU.
+
+    Raises:
+        OptionError: an unknown dtype, or bfloat16 on a CUDA device without it.
     """
     if dtype == "auto":
         if device.type != "cuda":
             return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; choose auto, {', '.join(DTYPES)}")
+        raise OptionError(f"--dtype {dtype}: unknown dtype; choose auto, {', '.join(DTYPES)}")
+    if dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise OptionError(f"--dtype bfloat16: {torch.cuda.get_device_name(device)} does not support bfloat16; "
+                          "use --dtype float16 or auto")
     return None if dtype == "float32" else DTYPES[dtype]
 
 

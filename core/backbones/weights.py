@@ -18,13 +18,23 @@ under one of them only, as ``safetensors`` writes tied tensors.
 Networks are built with parameters on the meta device and the checkpoint tensors
 are assigned in place, one at a time, already cast and on the target device, so
 loading never holds two copies of the weights.
+
+Every problem with a checkpoint is a :class:`WeightsError` (a user error) whose first
+line starts ``--weights FILE:`` and says what to do: a folder, an empty, truncated or
+damaged file, a text file (a Git LFS pointer, an HTML page), a file holding something
+other than a state dict, or another network's weights (named when recognised). The
+format is told from the file's first bytes, not its name.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import pickle
+import struct
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -57,6 +67,10 @@ VGGT_COMMERCIAL_REPO = "facebook/VGGT-1B-Commercial"
 _CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 _WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "module")
 _WRAPPER_PREFIXES = ("module.", "model.")
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # torch.save's format since torch 1.6
+_PICKLE_MAGIC = b"\x80"  # pickle protocol 2+: torch.save's legacy format
+_SAFETENSORS_MAX_HEADER = 100_000_000  # the safetensors library's own limit
+_EXPECTED = "expected a .safetensors file or a torch .pt/.pth checkpoint"
 
 
 class WeightsError(UserError):
@@ -93,9 +107,8 @@ def parse_weights(backbone: str, weights: str | None) -> Path | HubFile:
         if len(parts) > 2:
             return HubFile("/".join(parts[:2]), "/".join(parts[2:]))
     raise WeightsNotFound(
-        f"weights file not found: {path}\n"
-        f"Pass --weights with an existing checkpoint file, or a Hugging Face repo id "
-        f"(default for {backbone}: {DEFAULT_WEIGHTS[backbone].repo})."
+        f"--weights {path}: weights file not found; pass an existing checkpoint file, or a Hugging Face "
+        f"repo id (default for {backbone}: {DEFAULT_WEIGHTS[backbone].repo})"
     )
 
 
@@ -151,19 +164,134 @@ def resolve(backbone: str, weights: str | None) -> Path:
     return source if isinstance(source, Path) else download(source)
 
 
-def _is_safetensors(path: Path) -> bool:
-    return path.suffix == ".safetensors"
+def _get_it_again(path: Path) -> str:
+    """What to do about a damaged checkpoint: download it again (from the cache: delete it first)."""
+    try:
+        from huggingface_hub import constants
+
+        cache = Path(constants.HF_HUB_CACHE)
+        in_cache = path.is_relative_to(cache) or path.resolve().is_relative_to(cache.resolve())
+    except Exception:  # noqa: BLE001 - only a hint
+        in_cache = False
+    if in_cache:
+        return f"delete it from the Hugging Face cache ({cache}) so that it is downloaded again"
+    return "download it again"
+
+
+def _text(head: bytes) -> str | None:
+    """``head`` as text when it looks like text (UTF-8, no control bytes but whitespace), else None."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        try:  # a multi-byte character cut at the end of the sample
+            text = head[:-3].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return text if all(c.isprintable() or c in "\t\r\n\f" for c in text) else None
+
+
+def _folder_error(path: Path) -> WeightsError:
+    try:
+        inside = sorted(p for p in path.iterdir() if p.name.endswith(_CHECKPOINT_SUFFIXES) and p.is_file())
+    except OSError:
+        inside = []
+    if inside:
+        hint = "pass a checkpoint file inside it: " + ", ".join(str(p) for p in inside[:3])
+        hint += " ..." if len(inside) > 3 else ""
+    else:
+        hint = f"pass the checkpoint file itself ({_EXPECTED.removeprefix('expected ')})"
+    return WeightsError(f"--weights {path}: a folder, not a checkpoint file; {hint}")
+
+
+def checkpoint_format(path: Path) -> str:
+    """The format of the checkpoint at ``path`` from its first bytes: "safetensors", "torch"
+    (zip, torch.save since 1.6) or "torch-legacy" (pickle).
+
+    Raises:
+        WeightsError: a folder or no regular file, unreadable, empty, a text file (a Git LFS
+            pointer, an HTML page), or no checkpoint format; the message says what to do.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise _folder_error(path)
+    if not path.is_file():
+        raise WeightsError(f"--weights {path}: not a regular file; pass a checkpoint file ({_EXPECTED})")
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(512)
+    except OSError as e:
+        raise WeightsError(f"--weights {path}: cannot read the file ({e.strerror or e}); check that it is "
+                           "readable") from None
+    if size == 0:
+        raise WeightsError(f"--weights {path}: the file is empty (0 bytes); {_get_it_again(path)}")
+    if head.startswith(_ZIP_MAGIC):
+        return "torch"
+    if len(head) >= 9 and head[8:9] == b"{" and 0 < struct.unpack("<Q", head[:8])[0] < _SAFETENSORS_MAX_HEADER:
+        return "safetensors"
+    if head.startswith(_PICKLE_MAGIC):
+        return "torch-legacy"
+    text = _text(head)
+    if text is not None and text.startswith("version https://git-lfs"):
+        raise WeightsError(f"--weights {path}: a Git LFS pointer, not the weights; fetch the file itself "
+                           "(`git lfs pull`), or pass the Hugging Face repo id instead")
+    if text is not None and text.lstrip()[:15].lower().startswith(("<!doctype html", "<html")):
+        raise WeightsError(f"--weights {path}: a web page, not the weights; download the file itself "
+                           "(on huggingface.co the download link has /resolve/ in it, not /blob/)")
+    if text is not None:
+        raise WeightsError(f"--weights {path}: a text file, not a checkpoint ({_EXPECTED}); pass the "
+                           "network's weights file or a Hugging Face repo id")
+    if path.suffix == ".safetensors" or (len(head) < 9 and size < 9):
+        raise WeightsError(f"--weights {path}: a damaged or truncated checkpoint ({size} bytes); "
+                           f"{_get_it_again(path)}")
+    raise WeightsError(f"--weights {path}: not a checkpoint ({_EXPECTED}; this file is neither); "
+                       f"pass the network's weights file, or {_get_it_again(path)} if it is damaged")
+
+
+def _read_error(path: Path, fmt: str, error: Exception) -> WeightsError:
+    """A :class:`WeightsError` for ``error`` raised while reading a ``fmt`` checkpoint."""
+    text = str(error).strip()
+    first = (text.splitlines()[0] if text else type(error).__name__).split(". ")[0][:200]
+    if fmt == "safetensors" and type(error).__name__ == "SafetensorError":
+        return WeightsError(f"--weights {path}: a damaged or truncated safetensors file ({first}); "
+                            f"{_get_it_again(path)}")
+    if "PytorchStreamReader" in text or isinstance(error, (EOFError, zipfile.BadZipFile)):
+        return WeightsError(f"--weights {path}: a damaged or truncated torch checkpoint ({first}); "
+                            f"{_get_it_again(path)}")
+    if isinstance(error, pickle.UnpicklingError) and "weights only load failed" in text.lower():
+        return WeightsError(f"--weights {path}: cannot read weights: the file holds Python objects besides "
+                            "tensors, which are never loaded (no code from a checkpoint runs); save the state "
+                            "dict alone, or as .safetensors")
+    return WeightsError(f"--weights {path}: cannot read weights ({first}); {_EXPECTED}")
 
 
 def read_config(path: Path) -> dict[str, Any] | None:
-    """Network configuration embedded in a safetensors checkpoint's metadata, else None."""
-    if not _is_safetensors(path):
+    """Network configuration embedded in a safetensors checkpoint's metadata, else None.
+
+    Raises:
+        WeightsError: not a checkpoint, damaged, or the embedded configuration is not JSON.
+    """
+    path = Path(path)
+    fmt = checkpoint_format(path)
+    if fmt != "safetensors":
         return None
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        text = (f.metadata() or {}).get(CONFIG_METADATA_KEY)
-    return json.loads(text) if text else None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            text = (f.metadata() or {}).get(CONFIG_METADATA_KEY)
+    except Exception as e:  # noqa: BLE001 - a damaged file raises SafetensorError, OSError, ...
+        raise _read_error(path, fmt, e) from e
+    if not text:
+        return None
+    try:
+        config = json.loads(text)
+    except ValueError:
+        config = None
+    if not isinstance(config, dict):
+        raise WeightsError(f"--weights {path}: its embedded network configuration ({CONFIG_METADATA_KEY}) is "
+                           f"not a JSON object; {_get_it_again(path)}, or re-save it with save_checkpoint")
+    return config
 
 
 def _unwrap(checkpoint: Any, path: Path) -> dict[str, Tensor]:
@@ -175,9 +303,19 @@ def _unwrap(checkpoint: Any, path: Path) -> dict[str, Tensor]:
         if inner is None:
             break
         checkpoint = inner
-    if not isinstance(checkpoint, Mapping) or not all(isinstance(v, Tensor) for v in checkpoint.values()):
-        raise WeightsError(f"{path} does not hold a state dict of tensors")
-    return dict(checkpoint)
+    if not isinstance(checkpoint, Mapping):
+        what = f"a {type(checkpoint).__name__}"
+    elif not checkpoint:
+        what = "an empty dict"
+    elif not any(isinstance(v, Tensor) for v in checkpoint.values()):
+        what = f"a dict without tensors (keys {', '.join(map(str, list(checkpoint)[:4]))})"
+    elif not all(isinstance(v, Tensor) for v in checkpoint.values()):
+        other = next(k for k, v in checkpoint.items() if not isinstance(v, Tensor))
+        what = f"a dict mixing tensors with other values ({other!r}: {type(checkpoint[other]).__name__})"
+    else:
+        return dict(checkpoint)
+    raise WeightsError(f"--weights {path}: holds {what}, not a state dict of tensors; pass the network's "
+                       "weights (a state dict saved with torch.save, or a .safetensors file)")
 
 
 def wrapper_prefix(keys: Iterable[str]) -> str:
@@ -189,8 +327,10 @@ def wrapper_prefix(keys: Iterable[str]) -> str:
 def iter_tensors(path: Path) -> Iterator[tuple[str, Tensor]]:
     """Yield (key, CPU tensor) of a checkpoint, one tensor at a time for safetensors.
     Keys lose a wrapper prefix that all of them carry (see :func:`wrapper_prefix`)."""
+    path = Path(path)
+    fmt = checkpoint_format(path)
     try:
-        if _is_safetensors(path):
+        if fmt == "safetensors":
             from safetensors import safe_open
 
             with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -198,37 +338,82 @@ def iter_tensors(path: Path) -> Iterator[tuple[str, Tensor]]:
                 for key in f.keys():
                     yield key.removeprefix(prefix), f.get_tensor(key)
         else:
-            state = _unwrap(torch.load(path, map_location="cpu", weights_only=True, mmap=True), path)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=fmt == "torch")
+            state = _unwrap(checkpoint, path)
             prefix = wrapper_prefix(state)
             for key, value in state.items():
                 yield key.removeprefix(prefix), value
     except WeightsError:
         raise
     except Exception as e:  # corrupt or foreign files raise many different types
-        raise WeightsError(f"cannot read weights from {path}: {e}") from e
+        raise _read_error(path, fmt, e) from e
 
 
-def check_state_dict(expected: Mapping[str, torch.Size], found: Mapping[str, torch.Size], source: str) -> None:
-    """Raise :class:`StateDictMismatch` with a readable diff unless keys and shapes agree exactly."""
+@functools.cache
+def _released_layout(backbone: str) -> tuple[dict[str, tuple[int, ...]], frozenset[str]]:
+    """State-dict shapes of ``backbone`` at its released size (built on the meta device), and its tied aliases."""
+    spec = NETWORK_BACKBONES[backbone]
+    with parameters_on_meta():
+        model = build(spec.network, spec.config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}, frozenset(tied_keys(model))
+
+
+def whose_weights(found: Mapping[str, torch.Size], backbone: str | None) -> str | None:
+    """Advice naming the backbone that a state dict of these keys and shapes belongs to, if not ``backbone``:
+    a released size matched exactly, else a network recognised by its top-level modules. None if unknown."""
+    try:
+        current = NETWORK_BACKBONES.get(backbone or "")
+        found_shapes = {k: tuple(v) for k, v in found.items()}
+        same_as_current = [name for name, spec in NETWORK_BACKBONES.items()
+                           if current and (spec.network, spec.config) == (current.network, current.config)]
+        others = [name for name in NETWORK_BACKBONES if name != backbone and name not in same_as_current]
+        for name in others:
+            shapes, aliases = _released_layout(name)
+            if all(shapes.get(k) == s for k, s in found_shapes.items()) and set(shapes) - set(found) <= aliases:
+                return f"they are {name} weights: use --backbone {name}"
+        tops = {k.split(".")[0] for k in found}
+        for network in dict.fromkeys(NETWORK_BACKBONES[name].network for name in others):
+            if current and network == current.network:
+                continue
+            names = [n for n, spec in NETWORK_BACKBONES.items() if spec.network == network]
+            if tops == {k.split(".")[0] for k in _released_layout(names[0])[0]}:
+                return f"they look like {network} weights: use --backbone {' or '.join(names)}"
+    except Exception:  # noqa: BLE001 - only a hint; the mismatch itself is the error
+        return None
+    return None
+
+
+def check_state_dict(expected: Mapping[str, torch.Size], found: Mapping[str, torch.Size], source: str,
+                     backbone: str | None = None) -> None:
+    """Raise :class:`StateDictMismatch` with a readable diff unless keys and shapes agree exactly.
+
+    The message's first line names ``source`` and says what to do (the backbone the weights
+    belong to, when :func:`whose_weights` recognises them); the diff follows.
+    """
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     shapes = sorted(k for k in set(expected) & set(found) if tuple(expected[k]) != tuple(found[k]))
     if not (missing or unexpected or shapes):
         return
+    network = f"the {backbone} network" if backbone else "the network"
+    counts = ", ".join(f"{n} {what}" for n, what in ((len(missing), "missing"), (len(unexpected), "unexpected"),
+                                                     (len(shapes), "of another shape")) if n)
+    advice = whose_weights(found, backbone) or (
+        f"pass {backbone} weights (its released checkpoint, or one that embeds its network configuration)"
+        if backbone else "pass a checkpoint of this network at this size")
 
-    def listing(title: str, keys: list[str], describe: Callable[[str], str], limit: int = 12) -> list[str]:
+    def listing(title: str, keys: list[str], describe: Callable[[str], str], limit: int = 8) -> list[str]:
         if not keys:
             return []
         lines = [f"  {title} ({len(keys)}):"] + [f"    {describe(k)}" for k in keys[:limit]]
         return lines + ([f"    ... and {len(keys) - limit} more"] if len(keys) > limit else [])
 
-    lines = [f"weights in {source} do not fit the network:"]
+    lines = [f"--weights {source}: these weights do not fit {network} ({counts} tensors); {advice}. Details:"]
     lines += listing("missing from the checkpoint", missing, lambda k: f"{k} {tuple(expected[k])}")
     lines += listing("unexpected in the checkpoint", unexpected, lambda k: f"{k} {tuple(found[k])}")
     lines += listing(
         "shape differs", shapes, lambda k: f"{k}: network {tuple(expected[k])}, checkpoint {tuple(found[k])}"
     )
-    lines.append("Is this a checkpoint of this network at this size?")
     raise StateDictMismatch("\n".join(lines))
 
 
@@ -305,29 +490,47 @@ def load_state(
     source: str,
     device: torch.device,
     half: torch.dtype | None = None,
+    backbone: str | None = None,
 ) -> nn.Module:
     """Strictly load ``tensors`` into ``model`` (built under :func:`parameters_on_meta`).
 
     Each floating tensor is cast (``half`` for :func:`half_precision_keys`, else
     float32) and moved to ``device`` as it is read. A tied tensor (:func:`tied_keys`)
     stored under one of its names only fills the others. Buffers that no checkpoint
-    holds (non-persistent) are moved to ``device`` too.
+    holds (non-persistent) are moved to ``device`` too. ``backbone`` names the network
+    in a mismatch message.
+
+    Raises:
+        StateDictMismatch: keys or shapes differ. UserError: ``device`` ran out of memory.
     """
     expected = {k: v.shape for k, v in model.state_dict().items()}
+    floating = {k for k, v in model.state_dict().items() if v.is_floating_point()}
     halves = half_precision_keys(model) if half is not None else set()
     state: dict[str, Tensor] = {}
-    for key, value in tensors:
-        if value.is_floating_point():
-            value = value.to(half if key in halves else torch.float32)
-        state[key] = value.to(device)
-    for alias, key in tied_keys(model).items():
-        if alias not in state and key in state:
-            state[alias] = state[key]
-    check_state_dict(expected, {k: v.shape for k, v in state.items()}, source)
-    model.load_state_dict(state, strict=True, assign=True)
-    for module in model.modules():
-        for name, buffer in module.named_buffers(recurse=False):
-            module._buffers[name] = buffer.to(device)
+    try:
+        for key, value in tensors:
+            if value.is_floating_point():
+                value = value.to(half if key in halves else torch.float32)
+            state[key] = value.to(device)
+        for alias, key in tied_keys(model).items():
+            if alias not in state and key in state:
+                state[alias] = state[key]
+        check_state_dict(expected, {k: v.shape for k, v in state.items()}, source, backbone)
+        integer = sorted(k for k in floating if not state[k].is_floating_point())
+        if integer:
+            raise StateDictMismatch(
+                f"--weights {source}: {integer[0]} is {state[integer[0]].dtype} where the network needs floating "
+                f"point ({len(integer)} tensor{'s' * (len(integer) > 1)} like it); a quantized checkpoint? pass the "
+                "float weights (float32, float16 or bfloat16)")
+        model.load_state_dict(state, strict=True, assign=True)
+        for module in model.modules():
+            for name, buffer in module.named_buffers(recurse=False):
+                module._buffers[name] = buffer.to(device)
+    except torch.OutOfMemoryError:
+        state.clear()
+        message = (f"--device {device}: out of memory while loading the weights {source}; free the device's "
+                   "memory, or use --dtype float16/bfloat16, a smaller backbone, or --device cpu")
+        raise UserError(message) from None
     return model.eval()
 
 
@@ -368,9 +571,17 @@ def load_network(
                 param.data = param.data.to(half)
         return model.eval()
     path = resolve(backbone, weights)
-    with parameters_on_meta():
-        model = build(spec.network, read_config(path) or config)
-    return load_state(model, iter_tensors(path), str(path), device, half)
+    embedded = read_config(path)  # also tells a file that is no checkpoint, before a slow build
+    try:
+        with parameters_on_meta():
+            model = build(spec.network, embedded or config)
+    except Exception as e:  # noqa: BLE001 - a foreign embedded configuration raises many types
+        if embedded is None:
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise WeightsError(f"--weights {path}: the network configuration it embeds does not fit {backbone} "
+                           f"({first}); pass {backbone} weights") from e
+    return load_state(model, iter_tensors(path), str(path), device, half, backbone)
 
 
 def save_checkpoint(model: nn.Module, path: Path | str, config: dict[str, Any] | None = None) -> Path:

@@ -28,6 +28,10 @@ class RunDirError(UserError):
     """A run or predictions directory, or one of its files, is missing, incomplete or malformed."""
 
 
+class RunDirRefused(RunDirError):
+    """Writing into a run directory was refused before anything in it was touched."""
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -35,6 +39,21 @@ def _umask() -> int:
 
 
 _FILE_MODE = 0o666 & ~_umask()
+
+
+def output_file(path: Path | str) -> Path:
+    """An output file's absolute path, its folder created; a one-line error naming it when it cannot be written."""
+    path = Path(path).absolute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        blocker = f" ({e.filename} is not a folder)" if isinstance(e, (FileExistsError, NotADirectoryError)) else ""
+        raise UserError(f"{path}: cannot write there{blocker or f': {e.strerror}'}; choose another -o") from None
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give -o a file name")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"{path}: no permission to write there; choose another -o")
+    return path
 
 
 def window_name(index: int) -> str:

@@ -8,6 +8,7 @@ on read (``run.json``) or kept (``meta.json``, which other tools write too).
 from __future__ import annotations
 
 import enum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -80,6 +81,8 @@ class SourceInfo(BaseModel):
     height: PositiveInt | None = None
     fps: FiniteFloat | None = None
     num_frames: int | None = Field(None, ge=0)
+    start: int = Field(0, ge=0, description="first source frame read")
+    stride: int = Field(1, ge=1, description="every stride-th frame from start was read")
     predictions: str | None = Field(None, description="the predictions/ directory an `align` run registered")
 
 
@@ -129,3 +132,32 @@ class PredictionsMeta(BaseModel):
     def shape(self) -> tuple[int, int]:
         """(H, W) of the predictions."""
         return self.height, self.width
+
+
+_IGNORED_SETTINGS = ("queue_size", "save_predictions")  # change neither the registered result nor its inputs
+_JOB_IDENTITY = ("weights", "synthetic_scene")  # what a job adds to the backbone's identity
+
+
+def resume_differences(old: RunManifest, new: RunManifest) -> list[str]:
+    """What a resume of ``old`` with ``new`` would change, one phrase each ("window 30 (now 12)").
+
+    Compared: the footage (resolved path, size, fps, frame count, start, stride), the
+    backbone and its weights, and every setting that changes results. Footage and job
+    facts the old run did not record (runs written by earlier versions) are not compared.
+    """
+    def path(value: str | None) -> str | None:
+        return None if value is None else str(Path(value).expanduser().resolve())
+
+    recorded = [("footage", path(old.source.path), path(new.source.path))]
+    recorded += [(f"footage {name}", getattr(old.source, name), getattr(new.source, name))
+                 for name in ("width", "height", "fps", "num_frames", "start", "stride")]
+    if old.job is not None and new.job is not None:
+        recorded += [(name, old.job.get(name), new.job.get(name)) for name in _JOB_IDENTITY]
+    pairs = [(name, was, now) for name, was, now in recorded if was is not None]
+    pairs.append(("backbone", old.backbone, new.backbone))
+    old_settings, new_settings = old.settings.model_dump(), new.settings.model_dump()
+    old_layer, new_layer = old_settings.pop("layer"), new_settings.pop("layer")
+    pairs += [(name, value, new_settings[name]) for name, value in old_settings.items() if name not in _IGNORED_SETTINGS]
+    if old.settings.layer_align or new.settings.layer_align:
+        pairs += [(f"layer alignment {name}", value, new_layer[name]) for name, value in old_layer.items()]
+    return [f"{name} {was} (now {now})" for name, was, now in pairs if was != now]

@@ -146,6 +146,31 @@ class RunDir:
         """True when ``run.json`` exists."""
         return self.manifest_path.is_file()
 
+    def holds_run(self) -> bool:
+        """True when any file of a run is here (run.json, windows, meta.json, trajectory)."""
+        return (self.is_run() or self.trajectory_path.exists() or self.predictions.meta_path.exists()
+                or bool(self.aligned_windows()) or bool(self.predictions.windows()))
+
+    def describe(self) -> str:
+        """A few words on what the run directory holds: 'a complete run of 4 windows'."""
+        windows = len(self.aligned_windows())
+        try:
+            status = self.read_manifest().status.value
+        except RunDirError:
+            status = "unreadable"
+        return f"a {status} run of {windows} registered window{'s' * (windows != 1)}"
+
+    def clear(self, keep_predictions: bool = False) -> None:
+        """Delete this run's own files (never anything else in the folder; ``worker.log`` is kept).
+
+        With ``keep_predictions`` the raw predictions stay (they are the input of an in-place ``align``).
+        """
+        files = [path for _, path in self.aligned_windows()]
+        if not keep_predictions:
+            files += [path for _, path in self.predictions.windows()] + [self.predictions.meta_path]
+        for path in [*files, self.manifest_path, self.trajectory_path, self.metrics_path]:
+            path.unlink(missing_ok=True)
+
     def read_manifest(self) -> RunManifest:
         """``run.json``, with a clear error when this is not a run directory."""
         if not self.root.is_dir():

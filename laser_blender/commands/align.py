@@ -9,9 +9,16 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from core.run.manifest import RunStatus
-from laser_blender.commands._options import add_registration_arguments, option_error, settings_from_args
+from core.run.rundir import RunDir
+from laser_blender.commands._options import (
+    add_field_options,
+    add_registration_arguments,
+    option_error,
+    settings_from_args,
+)
 from laser_blender.console import fail, graceful_interrupt, progress_bar
 from laser_blender.outcome import ExitCode
+from laser_blender.protocol import Job
 
 help = "re-register a predictions/ directory (window and overlap from its meta.json)"
 
@@ -19,6 +26,7 @@ help = "re-register a predictions/ directory (window and overlap from its meta.j
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("predictions", help="a predictions/ directory (or a run directory holding one)")
     parser.add_argument("-o", "--output", required=True, help="run directory to write")
+    add_field_options(parser, Job, ("overwrite",))
     add_registration_arguments(parser)
 
 
@@ -30,12 +38,13 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as e:
         return fail(option_error(e))
     pred_dir = Path(args.predictions)
-    if (pred_dir / "predictions" / "meta.json").exists():
-        pred_dir = pred_dir / "predictions"
+    if RunDir(pred_dir).predictions.meta_path.exists():
+        pred_dir = RunDir(pred_dir).predictions.path
     if args.focal_mm is not None:
         return fail("align takes --focal-px (footage pixels); convert mm with focal_mm / sensor_width_mm * width")
     with graceful_interrupt() as cancel, progress_bar("align") as on_event:
-        status = align(pred_dir, Path(args.output), config, on_event=on_event, cancel=cancel)
+        status = align(pred_dir, Path(args.output), config, on_event=on_event, cancel=cancel,
+                       overwrite=args.overwrite)
     print(args.output)
     if status == RunStatus.cancelled:
         print("laser-blender: cancelled", file=sys.stderr)
