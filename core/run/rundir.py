@@ -9,6 +9,7 @@ Layout (documented for other tools in the README)::
     RUN/trajectory.tum               camera-to-world, one line per registered frame
     RUN/worker.log                   the worker's log (appended across resumes)
     RUN/metrics.json                 ``laser-blender evaluate``'s result
+    RUN/scene.json                   SceneTransform: run world -> scene world (orientation, scale)
 
 Every file is written atomically (:mod:`core.run.files`), so a reader polling a
 growing run never sees a half-written window, and a crash or cancel loses nothing
@@ -37,6 +38,7 @@ from core.run.files import (
     write_npz,
 )
 from core.run.manifest import InputGeometry, PredictionsMeta, RunManifest, RunStatus
+from core.run.scene_transform import SceneTransform
 from core.run.tum import format_tum
 
 PREDICTION_DTYPES = {"frames": np.int64, "points": np.float32, "poses": np.float32, "conf": np.float32,
@@ -137,6 +139,7 @@ class RunDir:
         self.trajectory_path = self.root / "trajectory.tum"
         self.log_path = self.root / "worker.log"
         self.metrics_path = self.root / "metrics.json"
+        self.scene_path = self.root / "scene.json"
 
     @property
     def name(self) -> str:
@@ -168,8 +171,17 @@ class RunDir:
         files = [path for _, path in self.aligned_windows()]
         if not keep_predictions:
             files += [path for _, path in self.predictions.windows()] + [self.predictions.meta_path]
-        for path in [*files, self.manifest_path, self.trajectory_path, self.metrics_path]:
+        for path in [*files, self.manifest_path, self.trajectory_path, self.metrics_path, self.scene_path]:
             path.unlink(missing_ok=True)
+
+    def scene_transform(self) -> SceneTransform:
+        """``scene.json`` (run world -> scene world); the identity (first-camera anchoring) when absent."""
+        if not self.scene_path.exists():
+            return SceneTransform.identity()
+        return read_model(self.scene_path, SceneTransform)
+
+    def write_scene_transform(self, transform: SceneTransform) -> None:
+        write_model(self.scene_path, transform)
 
     def read_manifest(self) -> RunManifest:
         """``run.json``, with a clear error when this is not a run directory."""
