@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -148,6 +149,22 @@ def test_output_that_is_a_file(clip, tmp_path):
 
 def test_output_dev_null(clip):
     assert_user_error(cli("reconstruct", clip[0], "-o", "/dev/null", *synthetic(clip)), "/dev/null")
+
+
+def test_a_full_disk_names_the_file_and_claims_nothing(clip, tmp_path):
+    """Writes that fail (here: over a file-size limit, as a full disk or a quota fails them) are one line
+    naming the file; with nothing finished, nothing claims that ``--resume`` would help."""
+    run_dir = tmp_path / "run"
+
+    def limit_file_size():  # the child's own limit: every file over 100 kB fails to write (EFBIG)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    result = cli("reconstruct", clip[0], "-o", run_dir, *synthetic(clip), preexec_fn=limit_file_size)
+    line = assert_user_error(result, str(run_dir / "predictions" / "w00000.npz"), "File too large")
+    assert "--resume" not in result.stderr and "kept" not in result.stderr, result.stderr
+    manifest = RunDir(run_dir).read_manifest()
+    assert manifest.status.value == "failed" and manifest.error == line.removeprefix("laser-blender: error: ")
+    assert not list(run_dir.rglob("*.tmp")) and not list((run_dir / "predictions").glob("w*.npz"))
 
 
 def test_blend_and_export_into_unwritable_places(finished_run, tmp_path):

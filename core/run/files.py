@@ -7,6 +7,8 @@ mode (0666 less the umask), so other users of a shared project folder can read t
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import re
@@ -26,6 +28,10 @@ M = TypeVar("M", bound=BaseModel)
 
 class RunDirError(UserError):
     """A run or predictions directory, or one of its files, is missing, incomplete or malformed."""
+
+
+class FileWriteError(UserError):
+    """A file could not be written (a full disk, a quota, no permission); the message names it."""
 
 
 class RunDirRefused(RunDirError):
@@ -62,10 +68,18 @@ def window_name(index: int) -> str:
 
 
 def atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
-    """Write ``path`` through ``write(binary_file)`` to a temporary name, then rename it into place."""
+    """Write ``path`` through ``write(binary_file)`` to a temporary name, then rename it into place.
+
+    Raises:
+        FileWriteError: the file could not be written (the message names ``path`` and the reason);
+            whatever ``path`` held before is unchanged.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise FileWriteError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
@@ -73,9 +87,16 @@ def atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise FileWriteError(f"cannot write {path}: {e.strerror or e}{_WRITE_HINTS.get(e.errno, '')}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+_WRITE_HINTS = {errno.ENOSPC: " (free some disk space)", errno.EDQUOT: " (over the disk quota)",
+                errno.EFBIG: " (over the file size limit)", errno.EACCES: " (no permission)"}
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -106,8 +127,14 @@ def read_model(path: Path, model: type[M]) -> M:
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write an uncompressed .npz atomically (writing is on the hot path)."""
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+    """Write an uncompressed .npz atomically (writing is on the hot path).
+
+    The archive is built in memory first: numpy leaves its zip writer open when the file
+    write fails, and that writer would later complain about the closed file.
+    """
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def read_npz(path: Path, required: tuple[str, ...]) -> dict[str, np.ndarray]:
