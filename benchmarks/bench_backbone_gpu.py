@@ -55,7 +55,7 @@ class MemorySource:
         self.info = SourceInfo(path=f"memory:{footage[0]}x{footage[1]}", width=footage[0], height=footage[1],
                                fps=fps, num_frames=len(frames))
 
-    def frames(self, geometry=None, skip: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+    def frames(self, geometry=None, skip: int = 0, warn=None) -> Iterator[tuple[int, np.ndarray]]:
         size = (self.images.shape[2], self.images.shape[1])
         if geometry is not None and tuple(geometry.size) != size:
             raise ValueError(f"frames were rendered at {size}, the backbone asks for {geometry.size}")

@@ -37,7 +37,8 @@ class FrameSourceLike(Protocol):
 
     info: SourceInfo  # path, width, height, fps, num_frames
 
-    def frames(self, geometry: InputGeometry | None = None, skip: int = 0) -> Iterator[tuple[int, np.ndarray]]: ...
+    def frames(self, geometry: InputGeometry | None = None, skip: int = 0,
+               warn: Callable[[str], None] | None = None) -> Iterator[tuple[int, np.ndarray]]: ...
 
 
 def count_windows(num_frames: int, window: int, overlap: int) -> int:
@@ -180,7 +181,8 @@ def _producer(source: FrameSourceLike, geometry: InputGeometry, backbone: Backbo
         return False
 
     try:
-        stream = source.frames(geometry, skip=first_window * settings.step)
+        stream = source.frames(geometry, skip=first_window * settings.step,
+                               warn=lambda message: emit(events.Notice(message)))
         for index, items in iter_windows(stream, settings.window, settings.overlap, first_window):
             if stop.is_set():
                 return

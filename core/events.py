@@ -46,7 +46,7 @@ class Progress:
 
 @dataclass(frozen=True)
 class Notice:
-    """Something the user should know that does not stop the run (the weights' licence)."""
+    """Something the user should know that does not stop the run (the weights' licence, damaged frames)."""
 
     message: str
 

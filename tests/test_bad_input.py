@@ -105,6 +105,21 @@ def test_bad_footage(clip, tmp_path, kind):
     assert "--resume" not in result.stderr  # nothing was written that a resume could continue
 
 
+def test_damaged_frames_are_warned_about_by_index(clip, tmp_path):
+    """A video damaged mid-stream: the run goes on, but the frames the decoder had to patch are named."""
+    data = bytearray(clip[0].read_bytes())
+    at = int(len(data) * 0.4)
+    data[at:at + 300] = np.random.default_rng(3).bytes(300)
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    result = cli("reconstruct", damaged, "-o", tmp_path / "run", *synthetic(clip))
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("laser-blender: warning:")]
+    assert any(f"{damaged}: frame" in w and "damaged in the file" in w for w in warnings), result.stderr
+    assert "[mpeg4 @" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+    if result.returncode != 0:  # where the decoder could go no further, the error names that frame
+        assert_user_error(result, str(damaged), "frame")
+
+
 def test_start_beyond_the_end_names_the_option(clip, tmp_path):
     assert_user_error(cli("reconstruct", clip[0], "-o", tmp_path / "run", *synthetic(clip), "--start", 500),
                       "start=500", str(clip[0]))

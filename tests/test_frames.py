@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import cv2
@@ -121,7 +123,7 @@ def test_folder_mixed_png_jpg(tmp_path):
 def test_folder_start_stride_max_frames(tmp_path):
     folder = write_folder(tmp_path / "seq", [f"frame_{k}.png" for k in range(12)])
     src = open_source(folder, start=2, stride=3, max_frames=3)
-    assert src.info == SourceInfo(path=str(folder), width=W, height=H, fps=None, num_frames=3)
+    assert src.info == SourceInfo(path=str(folder), width=W, height=H, fps=None, num_frames=3, start=2, stride=3)
     frames = list(src.frames())
     assert [i for i, _ in frames] == [2, 5, 8]
     assert [grey_level(img) for _, img in frames] == [2, 5, 8]
@@ -292,3 +294,49 @@ def test_skip_leaves_out_selected_frames_without_changing_indices(tmp_path):
             assert [i for i, _ in part] == [i for i, _ in full[k:]]
             for (_, a), (_, b) in zip(part, full[k:]):
                 np.testing.assert_array_equal(a, b)
+
+
+def damaged_video(tmp_path: Path, n: int = N_FRAMES) -> Path:
+    """An mp4 whose frame data has random bytes written over it at 40% and 70% of the file."""
+    rng = np.random.default_rng(3)
+    path = tmp_path / "damaged.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (W, H))
+    for _ in range(n):
+        writer.write(cv2.GaussianBlur(rng.integers(0, 256, (H, W, 3), dtype=np.uint8), (5, 5), 0))
+    writer.release()
+    data = bytearray(path.read_bytes())
+    for fraction in (0.4, 0.7):
+        at = int(len(data) * fraction)
+        data[at:at + 600] = rng.integers(0, 256, 600, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_frames_the_decoder_reports_damaged_are_named(tmp_path, capfd):
+    """Damaged frames the decoder conceals are named in warnings; where it can go no further the stream
+    stops with an error naming that frame, after the warnings for the damaged frames before it."""
+    warnings: list[str] = []
+    frames: list[int] = []
+    with pytest.raises(FrameSourceError, match=r"damaged.mp4: frame (\d+) cannot be read") as stop:
+        for index, _ in open_source(damaged_video(tmp_path)).frames(warn=warnings.append):
+            frames.append(index)
+    assert f"frame {len(frames)} cannot" in str(stop.value) and frames == list(range(len(frames)))
+    assert warnings, "the damage before the unreadable frame went unreported"
+    for warning in warnings:
+        assert warning.startswith(f"{tmp_path / 'damaged.mp4'}: frame") and "damaged in the file" in warning
+    named = [int(re.search(r": frames? (\d+)", w).group(1)) for w in warnings]
+    assert all(0 < f <= len(frames) for f in named) and named == sorted(named)
+    assert "[mpeg4 @" not in capfd.readouterr().err  # FFmpeg's own lines became the warnings above
+
+    clean: list[str] = []
+    assert len(list(open_source(write_video(tmp_path / "clean.mp4", "mp4v")).frames(warn=clean.append))) == N_FRAMES
+    assert clean == []
+
+
+def test_decoder_log_passes_other_output_on(capfd):
+    from core.decoder_log import DecoderLog
+
+    with DecoderLog() as log:
+        result, damage = log.call(lambda: os.write(2, b"[h264 @ 0x5f1e] error while decoding MB 3 4\nsomething else\n"))
+    assert result > 0 and damage == ["error while decoding MB 3 4"]
+    assert capfd.readouterr().err == "something else\n"

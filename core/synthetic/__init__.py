@@ -35,7 +35,8 @@ class SyntheticSource:
         self.info = SourceInfo(path=f"synthetic:{c.width}x{c.height}", width=c.width, height=c.height,
                                   fps=c.fps, num_frames=num_frames or c.num_frames)
 
-    def frames(self, geometry: InputGeometry | None = None, skip: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+    def frames(self, geometry: InputGeometry | None = None, skip: int = 0,
+               warn=None) -> Iterator[tuple[int, np.ndarray]]:
         direct = geometry is not None and geometry.offset == (0, 0) and geometry.resized == geometry.size
         w, h = geometry.size if direct else (self.info.width, self.info.height)
         for i in range(skip, self.info.num_frames):
