@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from core.errors import UserError
 from core.run.manifest import RunStatus
+from laser_blender import scene_edit
 from laser_blender.client import WorkerClient, WorkerError
 from laser_blender.scene import import_run
 from laser_blender.session import ImportSession, SessionState
@@ -160,4 +161,101 @@ class LASER_OT_import_run(bpy.types.Operator, ImportHelper):
         return {"FINISHED"}
 
 
-CLASSES = (LASER_OT_reconstruct, LASER_OT_cancel, LASER_OT_import_run)
+class _SceneEdit:
+    """An edit of the active run's scene transform (its collection holds the active object)."""
+
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return scene_edit.run_collection(context.active_object) is not None
+
+    def execute(self, context):
+        run = scene_edit.run_of(context.scene, context.active_object)
+        try:
+            message = self.edit(context, run)
+        except UserError as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
+        self.report({"INFO"}, message)
+        return {"FINISHED"}
+
+    @staticmethod
+    def points(context, run):
+        objects = context.objects_in_mode if context.mode == "EDIT_MESH" else context.selected_objects
+        return scene_edit.selected_points(run, objects)
+
+
+class LASER_OT_set_floor(_SceneEdit, bpy.types.Operator):
+    """The plane through the selected points becomes the floor (Z = 0, +Z up)"""
+
+    bl_idname = "laser.set_floor"
+    bl_label = "Set Floor"
+
+    def edit(self, context, run):
+        return scene_edit.floor_from_points(run, self.points(context, run))
+
+
+class LASER_OT_set_origin(_SceneEdit, bpy.types.Operator):
+    """The selected points' centre becomes the origin"""
+
+    bl_idname = "laser.set_origin"
+    bl_label = "Set Origin"
+
+    def edit(self, context, run):
+        return scene_edit.origin_from_points(run, self.points(context, run))
+
+
+class LASER_OT_set_x_axis(_SceneEdit, bpy.types.Operator):
+    """Turn the scene about Z so that the selected point lies on +X"""
+
+    bl_idname = "laser.set_x_axis"
+    bl_label = "Set X Axis"
+
+    def edit(self, context, run):
+        return scene_edit.x_axis_from_points(run, self.points(context, run))
+
+
+class LASER_OT_set_scale(_SceneEdit, bpy.types.Operator):
+    """The two selected points are the given distance apart: the scene becomes metres"""
+
+    bl_idname = "laser.set_scale"
+    bl_label = "Set Scale"
+
+    def edit(self, context, run):
+        return scene_edit.scale_from_points(run, self.points(context, run), context.scene.laser.scale_distance)
+
+
+class LASER_OT_set_camera_height(_SceneEdit, bpy.types.Operator):
+    """The cameras' median height above the floor is the given height: the scene becomes metres"""
+
+    bl_idname = "laser.set_camera_height"
+    bl_label = "Set Camera Height"
+
+    def edit(self, context, run):
+        return scene_edit.camera_height(run, context.scene.laser.camera_height)
+
+
+class LASER_OT_auto_floor(_SceneEdit, bpy.types.Operator):
+    """Find the ground plane of the static cloud again (else anchor the first camera)"""
+
+    bl_idname = "laser.auto_floor"
+    bl_label = "Automatic Floor"
+
+    def edit(self, context, run):
+        return scene_edit.auto_floor(run)
+
+
+class LASER_OT_reset_scene(_SceneEdit, bpy.types.Operator):
+    """Back to the first camera at the origin, in the network's unit"""
+
+    bl_idname = "laser.reset_scene"
+    bl_label = "Reset"
+
+    def edit(self, context, run):
+        return scene_edit.reset(run)
+
+
+SCENE_OPERATORS = (LASER_OT_set_floor, LASER_OT_set_origin, LASER_OT_set_x_axis, LASER_OT_set_scale,
+                   LASER_OT_set_camera_height, LASER_OT_auto_floor, LASER_OT_reset_scene)
+CLASSES = (LASER_OT_reconstruct, LASER_OT_cancel, LASER_OT_import_run, *SCENE_OPERATORS)

@@ -5,11 +5,22 @@ from __future__ import annotations
 import bpy
 
 from core.run.manifest import RunStatus
+from core.run.scene_transform import Units
+from laser_blender import scene_edit
 
 from . import operators, properties
 
 
 def draw_panel(layout, context) -> None:
+    """The panel's sections, each collapsible (see :data:`SECTIONS`)."""
+    for idname, title, draw in SECTIONS:
+        header, body = layout.panel(f"LASER_{idname}")
+        header.label(text=title)
+        if body is not None:
+            draw(body, context)
+
+
+def draw_reconstruct(layout, context) -> None:
     settings = context.scene.laser
     session = operators.session_for(context.scene)
     state = session.state if session else None
@@ -64,6 +75,39 @@ def draw_panel(layout, context) -> None:
         for k in range(0, min(len(error), 400), 60):
             err.label(text=error[k:k + 60], icon="ERROR" if k == 0 else "BLANK1")
     layout.operator(operators.LASER_OT_import_run.bl_idname, icon="IMPORT")
+
+
+def draw_scene(layout, context) -> None:
+    """Orientation and scale of the active object's run, like the Movie Clip Editor's Solve > Orientation."""
+    transform = scene_edit.shown_transform(context.active_object)
+    if transform is None:
+        layout.label(text="Select a run's point cloud or camera", icon="INFO")
+        return
+    col = layout.column(align=True)
+    col.label(text=f"Set by: {transform.method}"[:70])
+    col.label(text="Unit: metres" if transform.units == Units.metres else "Unit: the network's (no distance given)")
+    layout.label(text="From selected points (Edit Mode):")
+    row = layout.row(align=True)
+    row.operator(operators.LASER_OT_set_floor.bl_idname)
+    row.operator(operators.LASER_OT_set_origin.bl_idname)
+    row.operator(operators.LASER_OT_set_x_axis.bl_idname)
+    row = layout.row(align=True)
+    row.prop(context.scene.laser, "scale_distance")
+    row.operator(operators.LASER_OT_set_scale.bl_idname)
+    row = layout.row(align=True)
+    row.prop(context.scene.laser, "camera_height")
+    row.operator(operators.LASER_OT_set_camera_height.bl_idname, text="Set")
+    row = layout.row(align=True)
+    row.operator(operators.LASER_OT_auto_floor.bl_idname, icon="AUTO")
+    row.operator(operators.LASER_OT_reset_scene.bl_idname, icon="LOOP_BACK")
+
+
+SECTIONS: list[tuple[str, str, object]] = [
+    ("reconstruct", "Reconstruct", draw_reconstruct),
+    ("scene", "Scene", draw_scene),
+]
+"""(id, title, draw(layout, context)) of the panel's sections, in order: Reconstruct, Solve, Scene, Export
+(a feature adds its section at its place in this order)."""
 
 
 class _LaserPanel:

@@ -96,6 +96,10 @@ class LaserSettings(bpy.types.PropertyGroup):
     current_frame_only: BoolProperty(name="Current Frame Points Only", default=False,
                                      description="Show only the points of the current frame (moving scenes)")
     overwrite: field_property(Job, "overwrite", name="Overwrite Earlier Run")
+    scale_distance: FloatProperty(name="Distance", default=1.0, min=1e-6, soft_max=100.0, unit="LENGTH",
+                                  description="Metres between the two selected points (Set Scale)")
+    camera_height: FloatProperty(name="Camera Height", default=1.6, min=1e-6, soft_max=100.0, unit="LENGTH",
+                                 description="The cameras' median height above the floor in metres")
 
 
 def footage_path(context, settings: LaserSettings) -> str | None:

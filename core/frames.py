@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Callable, Iterator
@@ -27,13 +26,12 @@ import numpy as np
 
 from core.decoder_log import DecoderLog
 from core.errors import UserError
+from core.run.footage import IMAGE_EXTENSIONS, image_files
 from core.run.manifest import InputGeometry, SourceInfo
 
 Warn = Callable[[str], None]
 """Receives a one-line message about the footage that does not stop the stream."""
 _log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 
 # A container's frame count may be an estimate (duration x fps, e.g. Matroska);
 # a stream ending this close to it is taken as its end, not as a truncated file.
@@ -43,11 +41,6 @@ _COUNT_SLACK_FRACTION = 0.01
 
 class FrameSourceError(UserError):
     """The input footage is missing, unreadable, empty or inconsistent."""
-
-
-def natural_key(name: str) -> list:
-    """Sort key that orders embedded numbers by value: ``img2`` before ``img10``."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
 def selected_count(total: int, start: int, stride: int, max_frames: int | None) -> int:
@@ -226,10 +219,7 @@ class ImageFolderSource(FrameSource):
 
     def __init__(self, path: Path, start: int, stride: int, max_frames: int | None):
         super().__init__(path, start, stride, max_frames)
-        files = sorted(
-            (p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
-            key=lambda p: natural_key(p.name),
-        )
+        files = image_files(path)
         if not files:
             kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
             raise FrameSourceError(f"{path}: the folder contains no images ({kinds})")

@@ -25,7 +25,8 @@ from laser_blender.scene import SceneOptions, import_run
 from laser_blender.session import ImportSession, Reporter, SessionState, log_report
 
 
-def _empty_scene():
+def empty_scene():
+    """Reset the bpy session to factory settings with nothing in it; returns its scene."""
     import bpy
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -33,7 +34,7 @@ def _empty_scene():
 
 
 @contextlib.contextmanager
-def _stdout_to_stderr():
+def stdout_to_stderr():
     """Blender's C code prints reports on fd 1; keep stdout for the commands' results."""
     sys.stdout.flush()
     saved = os.dup(1)
@@ -50,7 +51,7 @@ def save_blend(blend_path: str | Path) -> Path:
     import bpy
 
     path = output_file(blend_path)
-    with _stdout_to_stderr():
+    with stdout_to_stderr():
         bpy.ops.wm.save_as_mainfile(filepath=str(path), check_existing=False)
     return path
 
@@ -67,7 +68,7 @@ def write_blend(run_dir: str | Path, blend_path: str | Path, options: SceneOptio
     """
     options = dataclasses.replace(options or SceneOptions(), **option_fields)
     output_file(blend_path)  # fail before the import, not after
-    import_run(_empty_scene(), Path(run_dir), options)
+    import_run(empty_scene(), Path(run_dir), options)
     return save_blend(blend_path)
 
 
@@ -81,7 +82,7 @@ def reconstruct_to_blend(job: Job, blend_path: str | Path, python: str, options:
     Returns:
         (the session's final state, the .blend's path or None when the run never started).
     """
-    session = ImportSession(_empty_scene(), WorkerClient(job, python=python), options, report)
+    session = ImportSession(empty_scene(), WorkerClient(job, python=python), options, report)
     try:
         session.start()
         state = session.run_to_end()

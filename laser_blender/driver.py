@@ -29,6 +29,7 @@ from laser_blender.protocol import Job
 
 if TYPE_CHECKING:
     from core.backbones.base import Backbone
+    from core.engine import Predictor
     from core.frames import FrameSource
     from core.run.settings import EngineSettings
 
@@ -56,8 +57,9 @@ def load_job_backbone(job: Job) -> "Backbone":
     return load_backbone(job.backbone, job.weights, job.device, job.dtype)
 
 
-def build_pipeline(job: Job) -> tuple["FrameSource", "Backbone", "EngineSettings"]:
-    """Open the footage, load the backbone, configure the engine.
+def build_pipeline(job: Job, load_backbone: Callable[[Job], "Backbone"] = load_job_backbone,
+                   ) -> tuple["FrameSource", "Backbone", "EngineSettings"]:
+    """Open the footage, load the backbone (``load_backbone``), configure the engine.
 
     The footage is opened first, so a bad input path fails before a slow model load.
 
@@ -67,7 +69,7 @@ def build_pipeline(job: Job) -> tuple["FrameSource", "Backbone", "EngineSettings
     from core.frames import open_source
 
     source = open_source(job.input, start=job.start, stride=job.stride, max_frames=job.max_frames)
-    backbone = load_job_backbone(job)
+    backbone = load_backbone(job)
     return source, backbone, job.engine_settings(source.info.width)
 
 
@@ -87,7 +89,8 @@ class _Counts:
 
 
 def run_job(job: Job, on_event: EngineEventSink | None = None, cancel: threading.Event | None = None,
-            log_path: Path | None = None) -> Outcome:
+            log_path: Path | None = None, load_backbone: Callable[[Job], "Backbone"] = load_job_backbone,
+            predictor: "Predictor | None" = None) -> Outcome:
     """Run ``job`` to its end; never raises for a failed run (the outcome says why).
 
     Args:
@@ -95,6 +98,9 @@ def run_job(job: Job, on_event: EngineEventSink | None = None, cancel: threading
             window done, progress), from the engine's threads, one at a time.
         cancel: set it to stop after the current window.
         log_path: where the traceback of an internal error is logged (named in the message).
+        load_backbone, predictor: how the backbone is loaded and how windows are predicted
+            (default: in this process, one window at a time; the farm's ``--split-windows``
+            spreads them over Ray workers).
     """
     from core.engine import reconstruct
 
@@ -108,9 +114,12 @@ def run_job(job: Job, on_event: EngineEventSink | None = None, cancel: threading
 
     t0 = time.perf_counter()
     try:
-        source, backbone, settings = build_pipeline(job)
+        source, backbone, settings = build_pipeline(job, load_backbone)
         status = reconstruct(source, backbone, run.root, settings, on_event=sink, cancel=cancel,
-                             resume=job.resume, overwrite=job.overwrite, job=job.model_dump(mode="json"))
+                             resume=job.resume, overwrite=job.overwrite, job=job.model_dump(mode="json"),
+                             predictor=predictor)
+        if status == RunStatus.complete:
+            orient_completed_run(run, sink)
     except Exception as e:  # noqa: BLE001 - every failure becomes an outcome
         user_error = isinstance(e, USER_ERRORS)
         if user_error:
@@ -128,6 +137,21 @@ def run_job(job: Job, on_event: EngineEventSink | None = None, cancel: threading
                        internal=not user_error, resumable=resumable)
     return Outcome(status, counts.windows, counts.frames, time.perf_counter() - t0,
                    resumable=status == RunStatus.cancelled)
+
+
+def orient_completed_run(run: RunDir, on_event: EngineEventSink | None = None) -> None:
+    """Write a completed run's automatic orientation (``scene.json``); a fall-back to the
+    first camera is announced as a notice. The run stays complete if this fails (logged)."""
+    from laser_blender.orient import describe, orient_new_run
+
+    try:
+        transform = orient_new_run(run.root)
+    except (RunDirError, OSError, ValueError) as e:
+        log.error("could not orient %s: %s", run.root, e)
+        return
+    log.info("%s", describe(transform))
+    if transform.method.startswith("first camera") and on_event is not None:
+        on_event(events.Notice(describe(transform)))
 
 
 # --------------------------------------------------------------------------- protocol translation

@@ -9,7 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 from core.geometry.camera import unproject_pixels
+from core.geometry.motion import NEIGHBOUR_OFFSETS, dynamic_pixels
 from core.run.arrays import AlignedWindow
+from core.run.files import RunDirError
+from core.run.rundir import RunDir
 
 
 def select_points(win: AlignedWindow, quota: int, conf_percentile: float, seed: int) -> tuple[np.ndarray, ...]:
@@ -31,3 +34,34 @@ def select_points(win: AlignedWindow, quota: int, conf_percentile: float, seed: 
 def window_points(win: AlignedWindow, m: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """(n, 3) run-world points of window pixels ``(m, i, j)`` from depth, K and pose."""
     return unproject_pixels(j + 0.5, i + 0.5, win.depth[m, i, j], np.asarray(win.K, np.float64), win.poses[m])
+
+
+def window_dynamic(run: RunDir, win: AlignedWindow) -> np.ndarray:
+    """(M, H, W) bool: the window's pixels on moving things (:func:`core.geometry.motion.dynamic_pixels`).
+
+    The window's frames are compared with their neighbours in time, up to the farthest
+    offset, taken from the windows before and after it that are on disk and readable (a
+    run still growing has no next window yet: its last frames then have only earlier
+    neighbours).
+    """
+    reach = max(abs(o) for o in NEIGHBOUR_OFFSETS)
+    before, after = _neighbour(run, win.index - 1), _neighbour(run, win.index + 1)
+    head = sum(len(w) for w in before)
+    stack = [*before, win, *after]
+    lo, hi = max(0, head - reach), head + len(win) + reach
+    depth = np.concatenate([w.depth for w in stack])[lo:hi]
+    classify = np.zeros(depth.shape, bool)
+    classify[head - lo:head - lo + len(win)] = win.mask
+    poses = np.concatenate([w.poses for w in stack])[lo:hi]
+    dynamic = dynamic_pixels(depth, classify, win.K, poses)
+    return dynamic[head - lo:head - lo + len(win)]
+
+
+def _neighbour(run: RunDir, index: int) -> list[AlignedWindow]:
+    """``[window index]`` when it is on disk and readable, else ``[]`` (context is optional)."""
+    if not run.aligned_path(index).exists():
+        return []
+    try:
+        return [run.load_aligned(index)]
+    except RunDirError:
+        return []

@@ -5,9 +5,14 @@ Everything a run becomes lives in one collection per run (``LASER <run name>``):
 * a camera with one keyframe per source frame, its lens, sensor and shift taken
   from the run's intrinsics expressed at footage resolution;
 * the footage as a MovieClip, shown as the camera's background;
-* one point-cloud mesh per aligned window (vertices with ``Color``, ``conf`` and
-  ``frame`` attributes) drawn as points in the viewport and in renders by a shared
-  Geometry Nodes modifier (Mesh to Points) and a material reading ``Color``.
+* one point-cloud mesh per aligned window (vertices with ``Color``, ``conf``,
+  ``frame`` and ``dynamic`` attributes) drawn as points in the viewport and in renders
+  by a shared Geometry Nodes modifier (Mesh to Points) and a material reading ``Color``:
+  static points accumulated over the shot, dynamic ones (moving things,
+  :func:`laser_blender.points.window_dynamic`) only on their own frame;
+* an Empty, the scene root, parent of the camera and the clouds: its matrix is the
+  run's scene transform (``RUN/scene.json``: floor, origin, axes, scale), so changing
+  that transform re-applies to the whole run without re-importing anything.
 
 Adding a window never touches what earlier windows created, so a growing run is
 imported incrementally while the worker streams.
@@ -15,12 +20,12 @@ imported incrementally while the worker streams.
 Conventions:
 
 * The run is in OpenCV axes (camera x right, y down, z forward; poses
-  camera-to-world) in whatever world frame the backbone chose. The scene is
-  anchored to the first imported camera: Blender world = ``world_from_run(anchor)``
-  = ``AXES @ inv(anchor)``, where ``AXES`` maps OpenCV to Blender's z-up world
-  (x -> x, y -> -z, z -> y). The first camera therefore sits at the origin,
-  upright, looking along +y. A camera's Blender matrix is
-  ``world_from_run @ c2w @ diag(1, -1, -1, 1)`` (Blender cameras look down -z, y up).
+  camera-to-world) in whatever world frame the backbone chose. Vertices and camera
+  keys are in that run world, local to the root; the root's matrix maps run world to
+  Blender world (= the scene world, Z up): ``RunDir.scene_transform()``, by default the
+  ground-plane orientation written when the run completed, else the first camera at the
+  origin, upright, looking along +Y. A camera's local matrix is
+  ``c2w @ diag(1, -1, -1, 1)`` (Blender cameras look down -z, y up).
 * Source frame ``f`` (0-based) is Blender frame ``f + FRAME_START``.
 * Pixel (row i, col j) is centred at (j + 0.5, i + 0.5).
 
@@ -40,16 +45,18 @@ import numpy as np
 
 from core.run.arrays import AlignedWindow
 from core.run.manifest import InputGeometry
-from core.run.rundir import RunDir, load_aligned
-from laser_blender.points import select_points, window_points
+from core.run.files import RunDirError, read_npz_array
+from core.run.rundir import PredictionsDir, RunDir, load_aligned
+from core.run.scene_transform import SceneTransform
+from laser_blender.points import select_points, window_dynamic, window_points
 
 if TYPE_CHECKING:  # pragma: no cover
     import bpy
 
 FRAME_START = 1
-AXES = np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
 CV_TO_BLENDER_CAMERA = np.diag([1.0, -1.0, -1.0, 1.0])
 NODE_GROUP = "LASER points"
+ROOT_TRANSFORM = "laser_scene"  # the root's copy of its SceneTransform (JSON): what undo restores
 MATERIAL = "LASER point colour"
 # Point colour attribute. Not "color": Cycles renders a point cloud attribute of that
 # exact name black (Blender 4.5); "Color" is also Blender's default for meshes.
@@ -115,13 +122,9 @@ def camera_settings(K_footage: np.ndarray, footage: tuple[int, int], sensor_widt
     }
 
 
-def world_from_run(anchor: np.ndarray) -> np.ndarray:
-    """(4, 4) map from run-world to Blender-world coordinates for the anchor camera-to-world pose."""
-    return AXES @ np.linalg.inv(np.asarray(anchor, np.float64))
-
-
 def blender_camera_matrices(poses: np.ndarray, world: np.ndarray) -> np.ndarray:
-    """(M, 4, 4) OpenCV camera-to-world run poses -> Blender camera world matrices (``world``: run -> Blender)."""
+    """(M, 4, 4) OpenCV camera-to-world run poses -> Blender camera matrices (``world``: run -> Blender;
+    the identity gives the camera's keys, local to the scene root)."""
     return world @ np.asarray(poses, np.float64) @ CV_TO_BLENDER_CAMERA
 
 
@@ -171,9 +174,22 @@ class RunInfo:
     @classmethod
     def read(cls, run_dir: Path) -> "RunInfo":
         run = RunDir(Path(run_dir).resolve())
-        source = run.read_manifest().source
-        return cls(run=run, geometry=run.geometry(), fps=run.fps(), frame_count=source.num_frames or None,
+        manifest = run.read_manifest()
+        source = manifest.source
+        return cls(run=run, geometry=run.geometry(), fps=run.fps(),
+                   frame_count=source.num_frames or _predicted_frames(source.predictions, manifest.last_frame),
                    footage=source.path)
+
+
+def _predicted_frames(predictions: str | None, last_frame: int | None) -> int | None:
+    """Frames of a run made from saved predictions (``align``, no footage): up to the last predicted
+    frame when that directory is still there, else up to the last registered frame."""
+    if not predictions:
+        return None
+    windows = PredictionsDir(Path(predictions)).windows()
+    if windows:
+        return int(read_npz_array(windows[-1][1], "frames")[-1]) + 1
+    return None if last_frame is None else last_frame + 1
 
 
 # --------------------------------------------------------------------------- Blender side
@@ -208,6 +224,11 @@ def _ensure_node_group():
     same.inputs["Epsilon"].default_value = 0.5
     all_frames = nodes.new("FunctionNodeBooleanMath")
     all_frames.operation = "NOT"
+    dynamic_attr = nodes.new("GeometryNodeInputNamedAttribute")
+    dynamic_attr.data_type = "BOOLEAN"
+    dynamic_attr.inputs["Name"].default_value = "dynamic"
+    static = nodes.new("FunctionNodeBooleanMath")
+    static.operation = "NIMPLY"  # all frames and not dynamic
     show = nodes.new("FunctionNodeBooleanMath")
     show.operation = "OR"
     to_points = nodes.new("GeometryNodeMeshToPoints")
@@ -218,7 +239,9 @@ def _ensure_node_group():
     links.new(frame_attr.outputs["Attribute"], same.inputs["A"])
     links.new(source_frame.outputs[0], same.inputs["B"])
     links.new(g_in.outputs["Current Frame Only"], all_frames.inputs[0])
-    links.new(all_frames.outputs[0], show.inputs[0])
+    links.new(all_frames.outputs[0], static.inputs[0])
+    links.new(dynamic_attr.outputs["Attribute"], static.inputs[1])
+    links.new(static.outputs[0], show.inputs[0])
     links.new(same.outputs[0], show.inputs[1])
     links.new(g_in.outputs["Geometry"], to_points.inputs["Mesh"])
     links.new(show.outputs[0], to_points.inputs["Selection"])
@@ -228,6 +251,7 @@ def _ensure_node_group():
     for x, node in enumerate((g_in, time, source_frame, same, show, to_points, set_mat, g_out)):
         node.location = (200 * x, 0)
     frame_attr.location, all_frames.location = (400, -200), (600, -200)
+    dynamic_attr.location, static.location = (400, -400), (600, -400)
     return group
 
 
@@ -257,8 +281,9 @@ class RunScene:
 
     State lives in the collection's custom properties (``laser_run`` run directory,
     ``laser_windows`` imported window indices, ``laser_points`` point count,
-    ``laser_anchor`` first camera pose, ``laser_radius`` point radius), so a saved
-    .blend can be extended later.
+    ``laser_radius`` point radius), so a saved .blend can be extended later. The root
+    Empty (``laser_root`` set; ``laser_scene`` its SceneTransform as JSON) parents the
+    camera and the clouds.
     """
 
     def __init__(self, scene: "bpy.types.Scene", info: RunInfo, options: SceneOptions):
@@ -266,6 +291,7 @@ class RunScene:
         self.info = info
         self.options = options
         self.collection = self._ensure_collection()
+        self.root = self._ensure_root()
         self.camera = self._ensure_camera()
 
     # ---------------------------------------------------------------- setup
@@ -289,6 +315,23 @@ class RunScene:
         self.scene.collection.children.link(coll)
         return coll
 
+    def _ensure_root(self):
+        import bpy
+
+        for obj in self.collection.objects:
+            if obj.get("laser_root"):
+                return obj
+        if self.collection.get("laser_anchor") is not None:  # points baked in Blender's world, no root
+            raise RunDirError(f"{self.collection.name} was imported by an earlier laser-blender (no scene root); "
+                              "delete the collection and import the run again")
+        root = bpy.data.objects.new(f"{self.info.name} scene", None)
+        root["laser_root"] = True
+        root.empty_display_type = "ARROWS"
+        self.collection.objects.link(root)
+        self.root = root
+        self.apply_scene_transform()
+        return root
+
     def _ensure_camera(self):
         import bpy
 
@@ -298,6 +341,7 @@ class RunScene:
         cam = bpy.data.objects.new(f"{self.info.name} camera", bpy.data.cameras.new(f"{self.info.name} camera"))
         cam.rotation_mode = "XYZ"
         cam.data.sensor_fit = "HORIZONTAL"
+        cam.parent = self.root
         self.collection.objects.link(cam)
         self._setup_scene_and_footage(cam)
         return cam
@@ -348,10 +392,21 @@ class RunScene:
         return int(self.collection.get("laser_points", 0))
 
     @property
-    def world_from_run(self) -> np.ndarray | None:
-        """(4, 4) run-world -> Blender-world map, fixed by the first imported window (None before)."""
-        anchor = self.collection.get("laser_anchor")
-        return None if anchor is None else world_from_run(np.reshape(anchor, (4, 4)))
+    def world_from_run(self) -> np.ndarray:
+        """(4, 4) run-world -> Blender-world map: the root's matrix (the scene transform)."""
+        return np.array(self.root.matrix_world, np.float64)
+
+    def apply_scene_transform(self, transform: SceneTransform | None = None) -> None:
+        """Set the root to ``transform`` (default: the run's ``scene.json``, or its first-camera anchoring).
+
+        Nothing else changes: vertices and camera keys are local to the root. Called from an
+        operator this is one undo step.
+        """
+        transform = transform or self.info.run.scene_transform()
+        self.root.matrix_world = _matrix(transform.matrix())
+        self.root[ROOT_TRANSFORM] = transform.model_dump_json()
+        for view_layer in self.scene.view_layers:  # children's matrix_world follow now, not at the next redraw
+            view_layer.update()
 
     @property
     def point_objects(self) -> list:
@@ -368,11 +423,13 @@ class RunScene:
             return 0
         if not self.windows:
             self._set_lens(win.K)
-            self.collection["laser_anchor"] = np.asarray(win.poses[0], np.float64).ravel().tolist()
         self._add_camera_keys(win.frames, win.poses)
         added = self._add_points(win)
+        first = not self.windows
         self.collection["laser_windows"] = sorted(self.windows | {win.index})
         self.collection["laser_points"] = self.points + added
+        if first:  # the first-camera anchoring needs the first window
+            self.apply_scene_transform()
         return added
 
     def add_window_file(self, path: Path) -> int:
@@ -412,7 +469,7 @@ class RunScene:
         curves = [action.fcurve_ensure_for_datablock(obj, path, index=k)
                   for path in ("location", "rotation_euler") for k in range(3)]
 
-        mats = blender_camera_matrices(poses, self.world_from_run)
+        mats = blender_camera_matrices(poses, np.eye(4))  # local to the root
         values = np.empty((len(frames), 6))
         values[:, :3] = mats[:, :3, 3]
         previous = self._last_euler(curves[3:])
@@ -425,7 +482,7 @@ class RunScene:
         for k, fc in enumerate(curves):
             _append_keys(fc, keys_at, values[:, k])
         if not self.windows:  # the object's own transform, for frame-less display
-            obj.matrix_world = Matrix(mats[0].tolist())
+            obj.matrix_basis = Matrix(mats[0].tolist())
 
     @staticmethod
     def _last_euler(rot_curves):
@@ -443,22 +500,24 @@ class RunScene:
         n = len(m)
         if n == 0:
             return 0
-        to_world = self.world_from_run
-        world = window_points(win, m, i, j) @ to_world[:3, :3].T + to_world[:3, 3]
+        local = window_points(win, m, i, j)  # run world, local to the root
         name = f"{self.info.name} w{win.index:05d}"
         mesh = bpy.data.meshes.new(name)
         mesh.vertices.add(n)
-        mesh.attributes["position"].data.foreach_set("vector", world.astype(np.float32).ravel())
+        mesh.attributes["position"].data.foreach_set("vector", local.astype(np.float32).ravel())
         rgba = np.ones((n, 4), np.float32)
         rgba[:, :3] = win.colors[m, i, j] * np.float32(1 / 255)
         mesh.color_attributes.new(COLOR, "BYTE_COLOR", "POINT").data.foreach_set("color_srgb", rgba.ravel())
         mesh.attributes.new("conf", "FLOAT", "POINT").data.foreach_set("value", win.conf[m, i, j])
         mesh.attributes.new("frame", "INT", "POINT").data.foreach_set(
             "value", win.frames[m].astype(np.int32))
+        mesh.attributes.new("dynamic", "BOOLEAN", "POINT").data.foreach_set(
+            "value", window_dynamic(self.info.run, win)[m, i, j])
         mesh.color_attributes.active_color_name = COLOR
         mesh.update()
 
         obj = bpy.data.objects.new(name, mesh)
+        obj.parent = self.root
         mod = obj.modifiers.new("LASER points", "NODES")
         mod.node_group = _ensure_node_group()
         radius = self.collection.get("laser_radius") or self._point_radius(win, n)
@@ -475,6 +534,12 @@ class RunScene:
         depth = float(np.median(win.depth[valid])) if valid.any() else 1.0
         pixels_per_point = valid.sum() / max(n, 1)
         return 0.8 * depth * math.sqrt(max(pixels_per_point, 1.0)) / float(win.K[0, 0])
+
+
+def _matrix(m: np.ndarray):
+    from mathutils import Matrix
+
+    return Matrix(np.asarray(m, np.float64).tolist())
 
 
 def _socket_id(group, name: str) -> str:
@@ -500,8 +565,10 @@ def _append_keys(fc, frames: np.ndarray, values: np.ndarray) -> None:
 
 
 def import_run(scene: "bpy.types.Scene", run_dir: Path, options: SceneOptions | None = None) -> RunScene:
-    """Build (or extend) the scene content of a run directory, complete or partial."""
+    """Build (or extend) the scene content of a run directory, complete or partial; the root takes
+    the run's current scene transform (an ``orient`` made since the last import shows)."""
     run = RunScene.open(scene, run_dir, options)
     run.sync()
+    run.apply_scene_transform()
     return run
 

@@ -4,7 +4,7 @@ A :class:`ImportSession` owns one :class:`~laser_blender.client.WorkerClient`.
 Its :meth:`~ImportSession.tick` drains the events the client's reader thread has
 queued and applies them on the calling (main) thread: ``started`` opens the run's
 collection, each ``window_done`` adds that window's camera keys and points at
-once, ``progress`` updates the numbers a panel shows, ``error`` keeps everything
+once, ``finished`` re-applies the scene transform the completed run now has, ``progress`` updates the numbers a panel shows, ``error`` keeps everything
 already imported and records a message the user can act on.
 
 Where it runs:
@@ -193,6 +193,8 @@ class ImportSession:
         elif isinstance(event, (Finished, Cancelled)):
             state.status = event.status
             self._catch_up()
+            if self.run is not None:  # a completed run has its orientation (scene.json) now
+                self.run.apply_scene_transform()
             self.report("INFO", f"Reconstruction {event.status}: {event.windows} windows, {event.frames} frames, "
                                 f"{state.points} points imported")
 

@@ -1,4 +1,5 @@
-"""`laser-blender export`: a run's point cloud as a file, checked against ground truth."""
+"""`laser-blender export`: a run's point cloud as a file, checked against ground truth (every format's
+reader and conventions: tests/test_exporters.py)."""
 
 from __future__ import annotations
 
@@ -39,8 +40,11 @@ def test_exported_points_lie_on_the_true_surfaces(tmp_path):
     assert 19_000 <= len(points) <= 20_000
     assert colors.std(axis=0).min() > 10  # footage colours, not a constant
 
-    # Run world -> scene world by the Sim(3) between the two camera paths.
-    _, run_poses = read_tum(tmp_path / "run" / "trajectory.tum")
+    # The export's world (the run's scene world) -> the truth's by the Sim(3) between the camera
+    # paths, the exported path in the same world as the cloud.
+    r = _export(tmp_path / "run", "-o", tmp_path / "cameras.tum")
+    assert r.returncode == 0, r.stderr
+    _, run_poses = read_tum(tmp_path / "cameras.tum")
     s, R, t = umeyama_sim3(run_poses[:, :3, 3], scene.pose(np.arange(SCENE.num_frames))[:, :3, 3])
     mapped = s * points @ R.T + t
     truth = []

@@ -79,6 +79,9 @@ bpy.ops.wm.read_homefile(use_empty=True)
 bpy.context.scene.laser.point_budget = 20000
 out["import_run"] = sorted(bpy.ops.laser.import_run(filepath={runs!r} + "/clip"))
 out["imported_points"] = sum(len(o.data.vertices) for o in bpy.data.objects if o.type == "MESH")
+out["exports"] = [sorted(bpy.ops.laser.export_colmap(filepath={runs!r} + "/colmap")),
+                  sorted(bpy.ops.laser.export_nerfstudio(filepath={runs!r} + "/ns/transforms.json")),
+                  sorted(bpy.ops.laser.export_chan(filepath={runs!r} + "/camera.chan"))]
 out["torch_loaded"] = sys.modules.get("torch") is not None
 bpy.ops.preferences.addon_disable(module="bl_ext.user_default.laser_blender")
 print("RESULT" + json.dumps(out))
@@ -103,4 +106,9 @@ def test_extension_installs_enables_and_reconstructs_headless(extension_zip, tmp
     assert 0 < out["points"] <= 20000
     assert out["clip"] == str(clip)
     assert out["import_run"] == ["FINISHED"] and out["imported_points"] == out["points"]
+    assert out["exports"] == [["FINISHED"]] * 3  # File > Export entries, from the bundled wheel alone
+    runs = tmp_path / "runs"
+    assert {p.name for p in (runs / "colmap").iterdir()} == {"cameras.bin", "images.bin", "points3D.bin"}
+    assert (runs / "ns" / "transforms.json").exists() and (runs / "ns" / "transforms_points.ply").exists()
+    assert len((runs / "camera.chan").read_text().splitlines()) == 20
     assert out["torch_loaded"] is False

@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from core.frames import FrameSourceError, natural_key, open_source
+from core.frames import FrameSourceError, open_source
+from core.run.footage import natural_key
 from core.run.manifest import InputGeometry, SourceInfo
 
 W, H = 64, 48

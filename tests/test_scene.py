@@ -77,7 +77,8 @@ def test_point_cloud_holds_unprojected_depth(scene, tmp_path):
     frame = np.empty(n, np.int32)
     mesh.attributes["frame"].data.foreach_get("value", frame)
     m = 2
-    pts = pos.reshape(-1, 3)[frame == win.frames[m]][:50]
+    to_world = run.world_from_run  # vertices are local to the scene root
+    pts = pos.reshape(-1, 3)[frame == win.frames[m]][:50] @ to_world[:3, :3].T + to_world[:3, 3]
     assert len(pts) == 50
     scene.frame_set(int(win.frames[m]) + FRAME_START)
     uv = project(scene, run.camera, pts.astype(np.float64))

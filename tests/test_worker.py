@@ -397,6 +397,9 @@ def test_pi3_run_states_the_weights_licence(clips, fixtures_dir, tmp_path):
     assert client.close() == EXIT_OK, client.stderr_tail()
     warning, events = events[0], events[1:]
     assert warning.type == "warning" and "non-commercial" in warning.message and "VGGT-1B-Commercial" in warning.message
+    # a tiny random network sees no ground: the completed run keeps the first camera and says so
+    orientation, events = events[-2], events[:-2] + events[-1:]
+    assert orientation.type == "warning" and "first camera (no credible ground plane" in orientation.message
     assert_events_in_order(events, 6)
     assert events[0].backbone == "pi3" and (events[0].pred_width, events[0].pred_height) == (574, 434)
     assert_complete_run(tmp_path / "run", 6)

@@ -152,6 +152,20 @@ def read_npz(path: Path, required: tuple[str, ...]) -> dict[str, np.ndarray]:
         raise RunDirError(f"{path} is not a readable .npz file (truncated or corrupt?): {e}") from None
 
 
+def read_npz_array(path: Path, key: str) -> np.ndarray:
+    """One array of an .npz file, without reading the others."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if key not in z.files:
+                raise RunDirError(f"{path} lacks the array {key!r}")
+            return z[key]
+    except FileNotFoundError:
+        raise RunDirError(f"{path} does not exist") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise RunDirError(f"{path} is not a readable .npz file (truncated or corrupt?): {e}") from None
+
+
 def list_windows(directory: Path) -> list[tuple[int, Path]]:
     """Sorted (index, path) of the ``wNNNNN.npz`` files in ``directory`` (empty when it does not exist)."""
     directory = Path(directory)

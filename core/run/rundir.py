@@ -33,6 +33,7 @@ from core.run.files import (
     list_windows,
     read_model,
     read_npz,
+    read_npz_array,
     window_name,
     write_model,
     write_npz,
@@ -175,10 +176,18 @@ class RunDir:
             path.unlink(missing_ok=True)
 
     def scene_transform(self) -> SceneTransform:
-        """``scene.json`` (run world -> scene world); the identity (first-camera anchoring) when absent."""
-        if not self.scene_path.exists():
-            return SceneTransform.identity()
-        return read_model(self.scene_path, SceneTransform)
+        """``scene.json`` (run world -> scene world). When absent: the first-camera anchoring
+        (:meth:`SceneTransform.first_camera` of the first registered frame), or the identity
+        while no window is registered."""
+        if self.scene_path.exists():
+            return read_model(self.scene_path, SceneTransform)
+        first = self.first_pose()
+        return SceneTransform.identity() if first is None else SceneTransform.first_camera(first)
+
+    def first_pose(self) -> np.ndarray | None:
+        """(4, 4) camera-to-world pose of the run's first registered frame; None before any window."""
+        windows = self.aligned_windows()
+        return None if not windows else read_npz_array(windows[0][1], "poses")[0].astype(np.float64)
 
     def write_scene_transform(self, transform: SceneTransform) -> None:
         write_model(self.scene_path, transform)

@@ -20,6 +20,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
+FIRST_CAMERA = "first camera"
+CAMERA_AXES = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+"""OpenCV camera axes (x right, y down, z forward) -> scene axes (+X right, +Z up, +Y forward)."""
+
+
 class Units(str, Enum):
     network = "network"  # the backbone's arbitrary unit (the first window's scale)
     metres = "metres"    # set from a known distance or camera height
@@ -34,7 +39,7 @@ class SceneTransform(BaseModel):
     rotation: list[list[float]] = Field(default_factory=lambda: np.eye(3).tolist())
     translation: list[float] = Field(default_factory=lambda: [0.0, 0.0, 0.0])
     units: Units = Units.network
-    method: str = "first camera"
+    method: str = FIRST_CAMERA
     """How it was set, in words a user reads ('ground plane (auto)', 'manual: floor, origin, scale')."""
 
     @field_validator("rotation")
@@ -57,6 +62,15 @@ class SceneTransform(BaseModel):
     @classmethod
     def identity(cls) -> SceneTransform:
         return cls()
+
+    @classmethod
+    def first_camera(cls, world_from_cam0: np.ndarray) -> SceneTransform:
+        """The anchoring used when nothing else is known: the first camera at the origin,
+        upright, looking along +Y (its OpenCV axes x, y, z become scene +X, -Z, +Y)."""
+        r0 = np.asarray(world_from_cam0, np.float64)[:3, :3]
+        rotation = CAMERA_AXES @ r0.T
+        return cls(rotation=rotation.tolist(), translation=(-rotation @ np.asarray(world_from_cam0)[:3, 3]).tolist(),
+                   method=FIRST_CAMERA)
 
     @classmethod
     def from_matrix(cls, scene_from_run: np.ndarray, **fields) -> SceneTransform:

@@ -17,6 +17,8 @@ from laser_blender.commands._options import (
     settings_from_args,
 )
 from laser_blender.console import fail, graceful_interrupt, progress_bar
+from laser_blender.driver import orient_completed_run
+from laser_blender.orient import describe
 from laser_blender.outcome import ExitCode
 from laser_blender.protocol import Job
 
@@ -45,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
     with graceful_interrupt() as cancel, progress_bar("align") as on_event:
         status = align(pred_dir, Path(args.output), config, on_event=on_event, cancel=cancel,
                        overwrite=args.overwrite)
+    if status == RunStatus.complete:
+        orient_completed_run(RunDir(args.output))
+        print(f"laser-blender: {describe(RunDir(args.output).scene_transform())}", file=sys.stderr)
     print(args.output)
     if status == RunStatus.cancelled:
         print("laser-blender: cancelled", file=sys.stderr)

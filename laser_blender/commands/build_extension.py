@@ -40,7 +40,11 @@ WHEEL_CACHE = REPO / ".whl"
 BLENDER_MODULES = (
     "laser_blender/__init__.py", "laser_blender/protocol.py", "laser_blender/client.py",
     "laser_blender/scene.py", "laser_blender/points.py", "laser_blender/session.py",
-    "laser_blender/blendfile.py", "laser_blender/outcome.py",
+    "laser_blender/blendfile.py", "laser_blender/outcome.py", "laser_blender/orient.py",
+    "laser_blender/scene_edit.py",
+    # the File > Export formats (numpy only); FBX/Alembic/USD are Blender's own exporters
+    "laser_blender/exporters/__init__.py", "laser_blender/exporters/shot.py", "laser_blender/exporters/ply.py",
+    "laser_blender/exporters/colmap.py", "laser_blender/exporters/nerfstudio.py", "laser_blender/exporters/nuke.py",
     "core/__init__.py", "core/errors.py",
 )
 BLENDER_PACKAGES = ("core/run", "core/geometry")  # shipped whole: the run-directory contract and its geometry
