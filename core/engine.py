@@ -30,6 +30,12 @@ from core.run.settings import EngineSettings
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[events.Event], None]
+WindowInput = tuple[int, np.ndarray, np.ndarray]
+"""One window to predict: (index, (N,) int64 source frame indices, (N, h, w, 3) uint8 RGB images)."""
+Predictor = Callable[[Iterator[WindowInput]], Iterator[tuple[int, WindowPrediction]]]
+"""Turns the stream of windows into their predictions, in window order. The default,
+:func:`predict_in_order`, runs the backbone on one window at a time; the farm's spreads
+windows over several workers (``laser_blender.farm.split``)."""
 
 
 class FrameSourceLike(Protocol):
@@ -169,7 +175,29 @@ def _serialised(sink: EventSink | None) -> EventSink:
     return emit
 
 
-def _producer(source: FrameSourceLike, geometry: InputGeometry, backbone: Backbone, settings: EngineSettings,
+def predict_in_order(backbone: Backbone) -> Predictor:
+    """The default :data:`Predictor`: ``backbone.predict`` on each window in turn."""
+    def predict(windows: Iterator[WindowInput]) -> Iterator[tuple[int, WindowPrediction]]:
+        for index, frames, images in windows:
+            yield index, backbone.predict(images, frames)
+
+    return predict
+
+
+def _window_inputs(source: FrameSourceLike, geometry: InputGeometry, settings: EngineSettings, first_window: int,
+                   stop: threading.Event, emit: EventSink) -> Iterator[WindowInput]:
+    """The windows of ``source`` from ``first_window`` on, each announced by a Predicting event."""
+    stream = source.frames(geometry, skip=first_window * settings.step,
+                           warn=lambda message: emit(events.Notice(message)))
+    for index, items in iter_windows(stream, settings.window, settings.overlap, first_window):
+        if stop.is_set():
+            return
+        frames = np.array([i for i, _ in items], dtype=np.int64)
+        emit(events.Predicting(index=index, first_frame=int(frames[0]), last_frame=int(frames[-1])))
+        yield index, frames, np.stack([img for _, img in items])
+
+
+def _producer(source: FrameSourceLike, geometry: InputGeometry, predictor: Predictor, settings: EngineSettings,
               out: "queue.Queue", stop: threading.Event, first_window: int, emit: EventSink) -> None:
     def put(item) -> bool:
         while not stop.is_set():
@@ -181,15 +209,8 @@ def _producer(source: FrameSourceLike, geometry: InputGeometry, backbone: Backbo
         return False
 
     try:
-        stream = source.frames(geometry, skip=first_window * settings.step,
-                               warn=lambda message: emit(events.Notice(message)))
-        for index, items in iter_windows(stream, settings.window, settings.overlap, first_window):
-            if stop.is_set():
-                return
-            frames = np.array([i for i, _ in items], dtype=np.int64)
-            images = np.stack([img for _, img in items])
-            emit(events.Predicting(index=index, first_frame=int(frames[0]), last_frame=int(frames[-1])))
-            if not put((index, backbone.predict(images, frames))):
+        for item in predictor(_window_inputs(source, geometry, settings, first_window, stop, emit)):
+            if stop.is_set() or not put(item):
                 return
         put(_END)
     except BaseException as e:  # handed to the consumer, which re-raises it
@@ -280,7 +301,8 @@ def _run_stream(writer: RunWriter, settings: EngineSettings, state: _State, geom
 
 def reconstruct(source: FrameSourceLike, backbone: Backbone, run_dir: Path, settings: EngineSettings, *,
                 on_event: EventSink | None = None, cancel: threading.Event | None = None,
-                resume: bool = False, overwrite: bool = False, job: dict[str, Any] | None = None) -> RunStatus:
+                resume: bool = False, overwrite: bool = False, job: dict[str, Any] | None = None,
+                predictor: Predictor | None = None) -> RunStatus:
     """Stream ``source`` through ``backbone`` and write a run directory.
 
     Args:
@@ -289,6 +311,8 @@ def reconstruct(source: FrameSourceLike, backbone: Backbone, run_dir: Path, sett
         overwrite: replace the run in ``run_dir``; without it (or ``resume``) a directory
             that already holds a run is refused.
         job: the job as given (recorded in run.json so a resume or re-run can repeat it).
+        predictor: how windows are predicted (default :func:`predict_in_order` with
+            ``backbone``; ``backbone`` still names the run and sets its input geometry).
     Returns:
         complete or cancelled (run.json says the same). On an error run.json is
         marked failed (keeping every finished window) and the error is re-raised.
@@ -323,7 +347,8 @@ def reconstruct(source: FrameSourceLike, backbone: Backbone, run_dir: Path, sett
     q: queue.Queue = queue.Queue(maxsize=max(1, settings.queue_size))
     stop = threading.Event()
     producer = threading.Thread(target=_producer, name="laser-inference", daemon=True,
-                                args=(source, geometry, backbone, settings, q, stop, first_window, emit))
+                                args=(source, geometry, predictor or predict_in_order(backbone), settings, q, stop,
+                                      first_window, emit))
     producer.start()
     try:
         return _run_stream(writer, settings, state, geometry,

@@ -45,6 +45,16 @@ def test_registration_benchmark(tmp_path):
     assert all(v > 0 for v in median.values())
 
 
+def test_farm_benchmark(tmp_path):
+    out = tmp_path / "farm.json"
+    _bench("bench_farm.py", "--size", "64x48", "--long-frames", 40, "--shots", 2, "--short-frames", 24,
+           "--json", out)
+    result = json.loads(out.read_text())
+    assert [result["long_shot"][f"{n}_workers"]["frames"] for n in (1, 2)] == [40, 40]
+    assert result["short_shots"]["sequential"]["frames"] == result["short_shots"]["farm"]["frames"] == 48
+    assert result["long_shot"]["speedup"] > 0 and result["short_shots"]["speedup"] > 0
+
+
 @pytest.mark.parametrize("script,args", [
     ("bench_backbone_cpu.py", ["--frames", 2, "--size", "56x42", "--repeats", 1]),
     ("bench_blender_import.py", ["--points", 20_000, "--frames", 50, "--windows", 2]),
