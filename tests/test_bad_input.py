@@ -357,6 +357,19 @@ def test_damaged_aligned_window(clip, finished_run, tmp_path, damage):
         np.testing.assert_allclose(a.depth, b.depth, rtol=1e-5)
 
 
+def test_resume_removes_what_a_killed_write_left(clip, finished_run, tmp_path):
+    """A process killed mid-write leaves a hidden temporary file; the next writer of the run removes it."""
+    run_dir = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    leftovers = [run_dir / "aligned" / ".w00004.npz.k1ll3d.tmp", run_dir / "predictions" / ".w00004.npz.x.tmp",
+                 run_dir / ".run.json.y.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"half a window")
+    result = cli("reconstruct", clip[0], "-o", run_dir, *synthetic(clip), "--no-layer-align", "--resume")
+    assert result.returncode == 0, result.stderr
+    assert not any(path.exists() for path in leftovers)
+    assert aligned_files(run_dir) == aligned_files(finished_run)
+
+
 def test_unreadable_run_json_is_named(finished_run, tmp_path):
     run_dir = Path(shutil.copytree(finished_run, tmp_path / "run"))
     (run_dir / "run.json").write_text("{ not json")

@@ -172,7 +172,8 @@ class RunDir:
         files = [path for _, path in self.aligned_windows()]
         if not keep_predictions:
             files += [path for _, path in self.predictions.windows()] + [self.predictions.meta_path]
-        for path in [*files, self.manifest_path, self.trajectory_path, self.metrics_path, self.scene_path]:
+        for path in [*files, *self.temporaries(), self.manifest_path, self.trajectory_path, self.metrics_path,
+                     self.scene_path]:
             path.unlink(missing_ok=True)
 
     def scene_transform(self) -> SceneTransform:
@@ -191,6 +192,11 @@ class RunDir:
 
     def write_scene_transform(self, transform: SceneTransform) -> None:
         write_model(self.scene_path, transform)
+
+    def temporaries(self) -> list[Path]:
+        """Temporary files of writes a killed process left behind (``.w00003.npz.x1y2.tmp``)."""
+        folders = (self.root, self.predictions.path, self.aligned_dir)
+        return [p for folder in folders if folder.is_dir() for p in folder.glob(".*.tmp") if p.is_file()]
 
     def read_manifest(self) -> RunManifest:
         """``run.json``, with a clear error when this is not a run directory."""
@@ -260,6 +266,8 @@ class RunWriter:
 
     def start(self, manifest: RunManifest, resume: bool = False) -> None:
         """Write run.json with status running; on resume keep the counts on disk, else start an empty trajectory."""
+        for leftover in self.run.temporaries():  # only one writer owns a run: these are a killed one's
+            leftover.unlink(missing_ok=True)
         if not resume:
             atomic_write(self.run.trajectory_path, lambda f: None)
         self.manifest = manifest.model_copy(update={"status": RunStatus.running, "started_at": time.time(),
