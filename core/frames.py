@@ -102,6 +102,15 @@ class FrameSource(ABC):
         for index, image in self._native_frames(skip, warn or _log.warning):
             yield index, apply_geometry(image, geometry)
 
+    def frame_pairs(self, geometry: InputGeometry | None = None, skip: int = 0,
+                    warn: Warn | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Like :meth:`frames`, from one decode: ``(source_index, network input, (H, W, 3) uint8 RGB footage frame)``.
+
+        The footage frame is the decoded image at full resolution (what the camera solve tracks on).
+        """
+        for index, image in self._native_frames(skip, warn or _log.warning):
+            yield index, apply_geometry(image, geometry), image
+
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         return self.frames()
 

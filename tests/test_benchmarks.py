@@ -77,3 +77,11 @@ def test_readme_figure_scripts_draw_a_picture(script, args, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     image = cv2.imread(str(out))
     assert image is not None and image.std() > 5  # a picture, not a blank canvas
+
+
+def test_solve_benchmark(tmp_path):
+    out = tmp_path / "solve.json"
+    _bench("bench_solve.py", "--size", "320x180", "--frames", 8, "--fixed", 3, "--json", out)
+    result = json.loads(out.read_text())
+    assert result["size"] == [320, 180] and result["points"] > 100 and 0 < result["rms_px"] < 1
+    assert all(v > 0 for v in result["per_frame_median_ms"].values())

@@ -183,3 +183,17 @@ def test_zbuffer_keeps_the_nearest_point_per_block():
     assert nearest[0, 1, 2] == 2.0 and nearest[0, 0, 0] == 7.0
     assert np.isinf(np.delete(nearest.reshape(-1), [5, 0])).all()
     np.testing.assert_array_equal(block, [5, 5, 5, 0, -1])
+
+
+def test_rotvec_to_rotation_turns_about_the_axis_by_the_length():
+    from core.geometry.rotations import rotation_angle_deg, rotvec_to_rotation
+
+    rng = np.random.default_rng(3)
+    axes = rng.normal(size=(50, 3))
+    angles = np.r_[rng.uniform(0, 3.1, 45), np.full(5, 1e-10)]  # below pi: rotation_angle_deg is in [0, 180]
+    v = axes / np.linalg.norm(axes, axis=1, keepdims=True) * angles[:, None]
+    R = rotvec_to_rotation(v)
+    np.testing.assert_allclose(R @ np.swapaxes(R, 1, 2), np.broadcast_to(np.eye(3), R.shape), atol=1e-12)
+    np.testing.assert_allclose(np.linalg.det(R), 1.0, atol=1e-12)
+    np.testing.assert_allclose(np.einsum("nij,nj->ni", R, v), v, atol=1e-12)  # the axis stays
+    np.testing.assert_allclose(rotation_angle_deg(R[:45]), np.degrees(np.linalg.norm(v[:45], axis=1)), atol=1e-6)

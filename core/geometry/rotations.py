@@ -67,3 +67,17 @@ def procrustes_rotation(cov: np.ndarray) -> tuple[np.ndarray, float]:
     if np.linalg.det(U) * np.linalg.det(Vt) < 0:
         S[2, 2] = -1.0
     return U @ S @ Vt, float(np.trace(np.diag(D) @ S))
+
+
+def rotvec_to_rotation(v: np.ndarray) -> np.ndarray:
+    """(..., 3) rotation vectors (axis times angle, radians) -> (..., 3, 3) rotation matrices (Rodrigues)."""
+    v = np.asarray(v, np.float64)
+    theta = np.linalg.norm(v, axis=-1)[..., None, None]
+    k = np.zeros(v.shape[:-1] + (3, 3))
+    k[..., 0, 1], k[..., 0, 2], k[..., 1, 2] = -v[..., 2], v[..., 1], -v[..., 0]
+    k = k - np.swapaxes(k, -1, -2)
+    small = theta < 1e-8
+    safe = np.where(small, 1.0, theta)
+    a = np.where(small, 1.0 - theta ** 2 / 6, np.sin(safe) / safe)
+    b = np.where(small, 0.5 - theta ** 2 / 24, (1 - np.cos(safe)) / safe ** 2)
+    return np.eye(3) + a * k + b * (k @ k)

@@ -10,6 +10,8 @@ Layout (documented for other tools in the README)::
     RUN/worker.log                   the worker's log (appended across resumes)
     RUN/metrics.json                 ``laser-blender evaluate``'s result
     RUN/scene.json                   SceneTransform: run world -> scene world (orientation, scale)
+    RUN/solve.json                   SolveReport: the camera solve's error in footage pixels (core.run.solve)
+    RUN/bundles/w00000.npz           sparse solve per window: track points, colours, observations (Bundles)
 
 Every file is written atomically (:mod:`core.run.files`), so a reader polling a
 growing run never sees a half-written window, and a crash or cancel loses nothing
@@ -40,6 +42,7 @@ from core.run.files import (
 )
 from core.run.manifest import InputGeometry, PredictionsMeta, RunManifest, RunStatus
 from core.run.scene_transform import SceneTransform
+from core.run.solve import BUNDLE_DTYPES, Bundles, SolveReport
 from core.run.tum import format_tum
 
 PREDICTION_DTYPES = {"frames": np.int64, "points": np.float32, "poses": np.float32, "conf": np.float32,
@@ -141,6 +144,8 @@ class RunDir:
         self.log_path = self.root / "worker.log"
         self.metrics_path = self.root / "metrics.json"
         self.scene_path = self.root / "scene.json"
+        self.solve_path = self.root / "solve.json"
+        self.bundles_dir = self.root / "bundles"
 
     @property
     def name(self) -> str:
@@ -169,11 +174,11 @@ class RunDir:
 
         With ``keep_predictions`` the raw predictions stay (they are the input of an in-place ``align``).
         """
-        files = [path for _, path in self.aligned_windows()]
+        files = [path for _, path in self.aligned_windows()] + [path for _, path in list_windows(self.bundles_dir)]
         if not keep_predictions:
             files += [path for _, path in self.predictions.windows()] + [self.predictions.meta_path]
         for path in [*files, *self.temporaries(), self.manifest_path, self.trajectory_path, self.metrics_path,
-                     self.scene_path]:
+                     self.scene_path, self.solve_path]:
             path.unlink(missing_ok=True)
 
     def scene_transform(self) -> SceneTransform:
@@ -195,7 +200,7 @@ class RunDir:
 
     def temporaries(self) -> list[Path]:
         """Temporary files of writes a killed process left behind (``.w00003.npz.x1y2.tmp``)."""
-        folders = (self.root, self.predictions.path, self.aligned_dir)
+        folders = (self.root, self.predictions.path, self.aligned_dir, self.bundles_dir)
         return [p for folder in folders if folder.is_dir() for p in folder.glob(".*.tmp") if p.is_file()]
 
     def read_manifest(self) -> RunManifest:
@@ -241,6 +246,17 @@ class RunDir:
     def iter_aligned(self) -> Iterator[AlignedWindow]:
         for index, path in self.aligned_windows():
             yield load_aligned(path, index)
+
+    def read_solve(self) -> SolveReport | None:
+        """solve.json, or None when the run has no camera solve."""
+        return read_model(self.solve_path, SolveReport) if self.solve_path.exists() else None
+
+    def read_bundles(self) -> Bundles | None:
+        """The sparse solve of every window written so far (one set of points), or None when absent."""
+        windows = list_windows(self.bundles_dir)
+        if not windows:
+            return None
+        return Bundles.concatenate([Bundles(**read_npz(path, tuple(BUNDLE_DTYPES))) for _, path in windows])
 
     def rewrite_trajectory(self, fps: float | None) -> None:
         """Rewrite trajectory.tum from the aligned windows on disk (used when resuming)."""
@@ -297,6 +313,11 @@ class RunWriter:
         })
         self._save()
         return path
+
+    def write_solve(self, index: int, bundles: Bundles, report: SolveReport) -> None:
+        """Write window ``index``'s sparse solve, then solve.json (the whole run's figures so far)."""
+        write_npz(self.run.bundles_dir / window_name(index), bundles.to_arrays())
+        write_model(self.run.solve_path, report)
 
     def finish(self, status: RunStatus, error: str | None = None) -> None:
         self.manifest = self.manifest.model_copy(update={"status": status, "finished_at": time.time(),

@@ -43,6 +43,13 @@ class SyntheticSource:
             img = self.scene.render(i, w, h)["colors"]
             yield i, img if direct or geometry is None else apply_geometry(img, geometry)
 
+    def frame_pairs(self, geometry: InputGeometry | None = None, skip: int = 0,
+                    warn=None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """``(index, network input, footage-size render)`` from one render per frame."""
+        for i in range(skip, self.info.num_frames):
+            img = self.scene.render(i)["colors"]
+            yield i, apply_geometry(img, geometry), img
+
 
 def render_clip(out_dir: Path, config: SceneConfig = SceneConfig(),
                 progress: Callable[[int, int], None] | None = None) -> tuple[Path, Path]:

@@ -57,6 +57,7 @@ class SceneConfig:
     yaw_deg: float = 12.0     # panning amplitude
     period: float = 240.0     # frames per cycle of the camera path
     moving_object: bool = True
+    texture: bool = False     # world-fixed multi-scale noise on every surface (features a tracker can follow)
     objects: tuple[Sphere, ...] = field(default_factory=default_objects)
 
     def to_dict(self) -> dict:
@@ -185,4 +186,46 @@ class Scene:
             lambert = 0.35 + 0.65 * np.clip(n @ light, 0, 1)
             bands = 0.75 + 0.25 * (np.floor(4 * np.arctan2(n[:, 0], n[:, 2]) / np.pi) % 2)
             base[sel] = np.asarray(o.color, np.float32) * (lambert * bands)[:, None]
+        if self.config.texture:
+            base *= self._texture(points, layer, frame)[..., None]
         return np.clip(base, 0, 255).astype(np.uint8)
+
+    def _texture(self, points: np.ndarray, layer: np.ndarray, frame: int) -> np.ndarray:
+        """(H, W) float32 brightness factor in [0.45, 1.55] fixed to each surface (spheres: to the moving sphere).
+
+        Surface coordinates in metres: (x, z) on the ground, (x, y) on the wall, (longitude, latitude)
+        arc lengths on a sphere; three octaves of value noise, finer on nearer surfaces.
+        """
+        s = np.zeros(layer.shape + (2,), np.float32)
+        scale = np.ones(layer.shape, np.float32)
+        ground, wall = layer == GROUND, layer == WALL
+        s[ground] = points[ground][:, [0, 2]]
+        scale[ground] = 0.12
+        s[wall] = points[wall][:, [0, 1]]
+        scale[wall] = 1.5
+        for i, (o, centre) in enumerate(zip(self.objects, self.object_centers(frame))):
+            sel = layer == 2 + i
+            n = (points[sel] - centre.astype(np.float32)) / o.radius
+            s[sel] = o.radius * np.stack([np.arctan2(n[:, 0], n[:, 2]), np.arcsin(np.clip(n[:, 1], -1, 1))], -1)
+            scale[sel] = 0.04 * o.radius
+        tex = sum(w * _value_noise(s / (scale * k)[..., None], seed)
+                  for k, w, seed in ((1.0, 0.5, 1), (2.7, 0.3, 2), (7.0, 0.2, 3)))
+        return (0.45 + 1.1 * tex).astype(np.float32)
+
+
+def _value_noise(uv: np.ndarray, seed: int) -> np.ndarray:
+    """(...,) float32 smooth noise in [0, 1]: lattice values hashed from integer cells, smoothstep-interpolated."""
+    cell = np.floor(uv)
+    f = uv - cell
+    f = f * f * (3 - 2 * f)
+    i = cell[..., 0].astype(np.int64)
+    j = cell[..., 1].astype(np.int64)
+
+    def lattice(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        h = (a * 73856093) ^ (b * 19349663) ^ (seed * 83492791)
+        h = (h ^ (h >> 13)) * 1274126177
+        return ((h ^ (h >> 16)) & 0xFFFF).astype(np.float32) / 65535.0
+
+    top = lattice(i, j) * (1 - f[..., 0]) + lattice(i + 1, j) * f[..., 0]
+    bottom = lattice(i, j + 1) * (1 - f[..., 0]) + lattice(i + 1, j + 1) * f[..., 0]
+    return top * (1 - f[..., 1]) + bottom * f[..., 1]

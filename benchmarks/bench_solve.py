@@ -1,0 +1,108 @@
+"""Camera solve cost per frame on footage: decode, KLT tracking, bundle adjustment; and its accuracy.
+
+A textured synthetic shot (moving object in view) is rendered at ``--size`` and written to an mp4;
+then it is decoded (``core.frames``), tracked (``core.solve.tracks``) and one window is adjusted
+(``core.solve.bundle``): the first ``--fixed`` frames are exact and fixed (frames already emitted),
+the others start from ground truth with network-like noise (0.15 deg, 1 cm, 3 % depth scale per frame).
+Adjustment per frame = the window's solve time / its new frames. Accuracy: ground-truth static track
+points reprojected (the tests' measure is stricter: triangulated with the cameras), before and after.
+
+    .venv/bin/python benchmarks/bench_solve.py [--size 1920x1080] [--frames 30] [--fixed 10] [--json out.json]
+
+Run it pinned to one core (``taskset -c 1 ...``) on a busy machine and read the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from _results import save_results  # noqa: E402  (beside this script)
+
+from core.frames import open_source  # noqa: E402
+from core.geometry.rotations import rotvec_to_rotation  # noqa: E402
+from core.solve.bundle import Observations, adjust, initial_points  # noqa: E402
+from core.solve.tracks import Tracker  # noqa: E402
+from core.synthetic.scene import Scene, SceneConfig  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", default="1920x1080")
+    ap.add_argument("--frames", type=int, default=30)
+    ap.add_argument("--fixed", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    width, height = map(int, args.size.lower().split("x"))
+    scene = Scene(SceneConfig(width=width, height=height, texture=True, num_frames=args.frames))
+    K, truth = scene.K(), scene.pose(np.arange(args.frames))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = Path(tmp) / "clip.mp4"
+        writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (width, height))
+        depths = []
+        for f in range(args.frames):
+            r = scene.render(f)
+            writer.write(cv2.cvtColor(r["colors"], cv2.COLOR_RGB2BGR))
+            depths.append(r["depth"])
+        writer.release()
+
+        tracker, rows = Tracker((width, height)), []
+        decode_ms, track_ms = [], []
+        stream = open_source(clip).frames()
+        for f in range(args.frames):
+            t0 = time.perf_counter()
+            _, rgb = next(stream)
+            t1 = time.perf_counter()
+            tracks = tracker.step(f, rgb)
+            t2 = time.perf_counter()
+            decode_ms.append(1e3 * (t1 - t0))
+            track_ms.append(1e3 * (t2 - t1))
+            pix = np.minimum(np.floor(tracks.xy).astype(int), [width - 1, height - 1])
+            rows.append((np.full(len(tracks.ids), f), tracks.ids, tracks.xy.astype(np.float64),
+                         depths[f][pix[:, 1], pix[:, 0]]))
+
+    rng = np.random.default_rng(args.seed)
+    frame, ids, xy, depth = (np.concatenate(a) for a in zip(*rows))
+    _, point = np.unique(ids, return_inverse=True)
+    noisy = truth.copy()
+    noisy[:, :3, :3] = truth[:, :3, :3] @ rotvec_to_rotation(rng.normal(0, np.radians(0.15), (args.frames, 3)))
+    noisy[:, :3, 3] += rng.normal(0, 0.01, (args.frames, 3))
+    fixed = np.arange(args.frames) < args.fixed
+    noisy[fixed] = truth[fixed]
+    obs = Observations(frame, point, xy, depth * np.exp(rng.normal(0, 0.03, args.frames))[frame])
+    t0 = time.perf_counter()
+    result = adjust(noisy, fixed, K, obs, initial_points(noisy, K, obs, point.max() + 1))
+    adjust_ms = 1e3 * (time.perf_counter() - t0) / (~fixed).sum()
+
+    def ate(T: np.ndarray) -> float:
+        return float(np.sqrt((np.linalg.norm(T[:, :3, 3] - truth[:, :3, 3], axis=1) ** 2).mean()))
+
+    med = {"decode_ms": float(np.median(decode_ms)), "tracking_ms": float(np.median(track_ms[1:])),
+           "adjustment_ms": adjust_ms}
+    med["total_ms"] = sum(med.values())
+    results = {"machine": platform.processor() or platform.machine(), "size": [width, height],
+               "frames": args.frames, "fixed": args.fixed, "observations": len(frame),
+               "points": int(point.max() + 1), "inlier_fraction": float(result.inlier.mean()),
+               "rms_px": result.rms_px, "ate_m": {"before": ate(noisy), "after": ate(result.world_from_cam)},
+               "per_frame_median_ms": med}
+    print(f"{width}x{height}, {args.frames} frames ({args.fixed} fixed): {len(frame)} observations, "
+          f"{results['points']} tracks, {100 * results['inlier_fraction']:.1f}% inliers, rms {result.rms_px:.3f} px")
+    print(f"ATE {results['ate_m']['before'] * 100:.2f} cm -> {results['ate_m']['after'] * 100:.2f} cm")
+    print("per frame: " + ", ".join(f"{k[:-3]} {v:.1f} ms" for k, v in med.items()))
+    save_results(results, args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Feature tracks on the footage at its own resolution: pyramidal Lucas-Kanade, forward-backward checked.
+
+A :class:`Tracker` is fed the footage frames in order (:meth:`Tracker.step`) and returns, for each
+frame, the tracks alive in it (:class:`FrameTracks`: track ids and pixel positions). A track dies
+when Lucas-Kanade loses it, when tracking it back to the previous frame misses its start by more
+than ``fb_max_px``, or when it leaves the frame; new corners (``cv2.goodFeaturesToTrack``) are
+seeded in the cells of a grid over the image that hold fewer than ``per_cell`` live tracks, so the
+tracks stay spread over the whole frame.
+
+Pixel positions use the project's convention (``core.geometry.camera.pixel_grid``): the centre of
+pixel (column c, row r) is (c + 0.5, r + 0.5); OpenCV's are at integers, hence the 0.5 shift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy.spatial import cKDTree
+
+
+@dataclass(frozen=True)
+class TrackerParams:
+    """Tracker settings; distances in footage pixels at 1280 px width (scaled with the footage width)."""
+
+    window: int = 21            # Lucas-Kanade window side (pixels)
+    levels: int = 3             # pyramid levels above the full resolution
+    fb_max_px: float = 0.5      # forward-backward disagreement beyond which a track dies
+    grid: tuple[int, int] = (16, 9)  # seeding cells (columns, rows)
+    per_cell: int = 6           # live tracks wanted per cell
+    min_distance: float = 10.0  # between a new corner and any live track
+    quality: float = 0.01       # goodFeaturesToTrack quality level
+    reseed_fraction: float = 0.9  # reseed when fewer than this fraction of the wanted tracks live
+
+
+@dataclass(frozen=True)
+class FrameTracks:
+    """The tracks alive in one frame: ``ids`` (N,) int64 track ids, ``xy`` (N, 2) float32 footage pixels."""
+
+    frame: int
+    ids: np.ndarray
+    xy: np.ndarray
+
+
+class Tracker:
+    """KLT tracking of one footage stream; frames must come in order (see the module docstring)."""
+
+    def __init__(self, size: tuple[int, int], params: TrackerParams = TrackerParams()):
+        self.size = size  # (W, H)
+        self.params = params
+        scale = size[0] / 1280.0
+        self._window = (max(9, round(params.window * scale) | 1),) * 2
+        self._min_distance = params.min_distance * scale
+        self._criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01)
+        self._gray: np.ndarray | None = None
+        self._ids = np.zeros(0, np.int64)
+        self._xy = np.zeros((0, 2), np.float32)  # OpenCV convention (pixel centres at integers)
+        self._next_id = 0
+
+    def step(self, frame: int, rgb: np.ndarray) -> FrameTracks:
+        """Track into the next frame ((H, W, 3) uint8 RGB at footage size) and reseed; returns its live tracks."""
+        if rgb.shape[1::-1] != tuple(self.size):
+            raise ValueError(f"tracker expects {self.size[0]}x{self.size[1]} frames, got {rgb.shape[1]}x{rgb.shape[0]}")
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        if self._gray is not None and len(self._xy):
+            self._follow(gray)
+        self._gray = gray
+        wanted = self.params.grid[0] * self.params.grid[1] * self.params.per_cell
+        if len(self._xy) < self.params.reseed_fraction * wanted:
+            self._seed(gray)
+        return FrameTracks(frame, self._ids.copy(), self._xy + np.float32(0.5))
+
+    def _follow(self, gray: np.ndarray) -> None:
+        lk = {"winSize": self._window, "maxLevel": self.params.levels, "criteria": self._criteria}
+        prev = self._xy.reshape(-1, 1, 2)
+        nxt, ok, _ = cv2.calcOpticalFlowPyrLK(self._gray, gray, prev, None, **lk)
+        back, ok_back, _ = cv2.calcOpticalFlowPyrLK(gray, self._gray, nxt.copy(), None, **lk)
+        nxt, back = nxt.reshape(-1, 2), back.reshape(-1, 2)
+        w, h = self.size
+        keep = ((ok.ravel() == 1) & (ok_back.ravel() == 1)
+                & (np.linalg.norm(back - self._xy, axis=1) < self.params.fb_max_px)
+                & (nxt[:, 0] >= 0) & (nxt[:, 1] >= 0) & (nxt[:, 0] <= w - 1) & (nxt[:, 1] <= h - 1))
+        self._ids, self._xy = self._ids[keep], nxt[keep].astype(np.float32)
+
+    def _seed(self, gray: np.ndarray) -> None:
+        """Add corners in grid cells short of ``per_cell`` tracks, strongest first, away from live tracks."""
+        p = self.params
+        w, h = self.size
+        cols, rows = p.grid
+        corners = cv2.goodFeaturesToTrack(gray, maxCorners=4 * cols * rows * p.per_cell, qualityLevel=p.quality,
+                                          minDistance=self._min_distance, blockSize=7)
+        if corners is None:
+            return
+        corners = corners.reshape(-1, 2).astype(np.float32)  # strongest first
+        if len(self._xy):
+            dist, _ = cKDTree(self._xy).query(corners, distance_upper_bound=self._min_distance)
+            corners = corners[~np.isfinite(dist)]
+        cell_of = lambda xy: (np.minimum((xy[:, 1] * rows / h).astype(np.int64), rows - 1) * cols
+                              + np.minimum((xy[:, 0] * cols / w).astype(np.int64), cols - 1))
+        room = p.per_cell - np.bincount(cell_of(self._xy), minlength=cols * rows)
+        cell = cell_of(corners)
+        order = np.argsort(cell, kind="stable")  # by cell, strongest first within a cell
+        sorted_cell = cell[order]
+        first = np.searchsorted(sorted_cell, sorted_cell)
+        rank = np.empty(len(cell), np.int64)
+        rank[order] = np.arange(len(cell)) - first
+        new = corners[rank < room[cell]]
+        if len(new):
+            new = cv2.cornerSubPix(gray, new.reshape(-1, 1, 2), (5, 5), (-1, -1), self._criteria).reshape(-1, 2)
+        self._ids = np.concatenate([self._ids, np.arange(self._next_id, self._next_id + len(new))])
+        self._xy = np.concatenate([self._xy, new])
+        self._next_id += len(new)
