@@ -9,13 +9,16 @@ from pathlib import Path
 import bpy
 from bpy.props import EnumProperty, StringProperty
 
+from laser_blender import __version__
 from laser_blender.client import find_engine_python, probe_engine_python
 
-from .engine_install import Installer, venv_python
+from .engine_install import Installer, bundled_engine_wheel, read_self_check, torch_requirement, venv_python
+from .torch_choice import TorchChoice, choose_torch, this_machine
 
 PACKAGE = __package__
 INSTALL_LOG: deque[str] = deque(maxlen=8)  # last lines of the running or last install
 _INSTALLER: list[Installer] = []            # at most one running install
+_MACHINE: list[tuple[str, str, bool]] = []  # this_machine(), read once (nvidia-smi is slow for a redraw)
 
 
 def prefs(context=None):
@@ -45,6 +48,30 @@ def engine_venv() -> Path:
     return Path(bpy.utils.extension_path_user(PACKAGE, path="engine", create=True))
 
 
+def install_plan(context=None) -> tuple[str | None, TorchChoice | None]:
+    """What Install Engine installs: (pip requirement, torch build) -- by default the engine
+    wheel this extension carries and the torch build for this machine."""
+    p = prefs(context)
+    requirement = p.requirement.strip() or (str(bundled_engine_wheel() or "") or None)
+    if requirement is None or not requirement.endswith(".whl"):
+        return requirement, None  # a name/folder/URL: pip resolves torch from PyPI itself
+    if not _MACHINE:
+        _MACHINE.append(this_machine())
+    return requirement, choose_torch(*_MACHINE[0], torch_requirement(Path(requirement)), p.index_url)
+
+
+def engine_status() -> tuple[str, str]:
+    """(one line, icon) about the engine Install Engine made: self-check result, out of date."""
+    check = read_self_check(engine_venv())
+    if check is None:
+        return "Not installed by the add-on yet", "INFO"
+    if check.version != __version__:
+        return f"Engine out of date: {check.version}, add-on {__version__}: update it", "ERROR"
+    if not check.ok:
+        return f"Self-check failed: {check.error}", "ERROR"
+    return f"Self-check passed: laser-blender {check.version}, torch {check.torch}, device {check.device}", "CHECKMARK"
+
+
 class LASER_AddonPreferences(bpy.types.AddonPreferences):
     bl_idname = PACKAGE
 
@@ -52,14 +79,19 @@ class LASER_AddonPreferences(bpy.types.AddonPreferences):
         name="Engine Python", subtype="FILE_PATH",
         description="Python interpreter with the laser-blender engine (torch) installed; empty: auto-detect")
     requirement: StringProperty(
-        name="Engine Package", default="laser-blender",
-        description="What 'Install Engine' pip-installs: a package name, a source folder, a wheel or a git URL")
+        name="Engine Package", default="",
+        description="What 'Install Engine' pip-installs: empty: the engine wheel this extension carries; "
+                    "else a package name, a source folder, a wheel or a git URL")
+    index_url: StringProperty(
+        name="PyTorch Index", default="",
+        description="pip index URL for torch; empty: chosen for this machine (CUDA, MPS or CPU build)")
     weights_dir: StringProperty(
         name="Weights", subtype="DIR_PATH",
         description="Where model weights are downloaded and cached (HF_HOME); empty: the default cache")
     device: EnumProperty(
         name="Device", default="auto",
-        items=(("auto", "Auto", "CUDA when available, else CPU"), ("cuda", "CUDA", "NVIDIA GPU"),
+        items=(("auto", "Auto", "CUDA when available, else MPS on Apple silicon, else CPU"),
+               ("cuda", "CUDA", "NVIDIA GPU"), ("mps", "MPS", "Apple silicon GPU (Metal)"),
                ("cpu", "CPU", "Slow, but works everywhere")))
 
     def draw(self, context):
@@ -74,10 +106,22 @@ class LASER_AddonPreferences(bpy.types.AddonPreferences):
         layout.prop(self, "weights_dir")
         layout.prop(self, "device")
         box = layout.box()
+        status, icon = engine_status()
+        box.label(text=status, icon=icon)
         box.prop(self, "requirement")
+        box.prop(self, "index_url")
+        try:
+            _, torch = install_plan(context)
+        except (OSError, ValueError) as e:
+            torch = None
+            box.label(text=f"Engine wheel unreadable: {e}", icon="ERROR")
+        if torch is not None:
+            box.label(text=f"PyTorch: {torch.build} build ({torch.reason})")
         row = box.row()
         row.enabled = bpy.app.online_access and not _INSTALLER
-        row.operator(LASER_OT_install_engine.bl_idname, icon="IMPORT")
+        outdated = icon == "ERROR" and status.startswith("Engine out of date")
+        row.operator(LASER_OT_install_engine.bl_idname, icon="IMPORT",
+                     text="Update Engine" if outdated else "Install Engine")
         if not bpy.app.online_access:
             box.label(text="Installing needs online access (Preferences > System > Network)", icon="INFO")
         for line in INSTALL_LOG:
@@ -117,7 +161,15 @@ class LASER_OT_install_engine(bpy.types.Operator):
         return bpy.app.online_access and not _INSTALLER
 
     def execute(self, context):
-        installer = Installer(engine_venv(), prefs(context).requirement).start()
+        try:
+            requirement, torch = install_plan(context)
+        except (OSError, ValueError) as e:
+            self.report({"ERROR"}, f"Cannot read the engine wheel: {e}")
+            return {"CANCELLED"}
+        if requirement is None:
+            self.report({"ERROR"}, "No engine wheel in this extension: set Engine Package to a wheel, folder or name")
+            return {"CANCELLED"}
+        installer = Installer(engine_venv(), requirement, torch=torch, self_check=True).start()
         _INSTALLER.append(installer)
         INSTALL_LOG.clear()
         if bpy.app.background:  # no event loop: wait here
@@ -150,10 +202,12 @@ class LASER_OT_install_engine(bpy.types.Operator):
         INSTALL_LOG.extend(installer.poll())
         _INSTALLER.clear()
         if installer.returncode != 0:
-            self.report({"ERROR"}, f"Engine install failed: {INSTALL_LOG[-1] if INSTALL_LOG else 'see the console'}")
+            tail = "\n".join(list(installer.tail)[-6:])
+            self.report({"ERROR"}, f"Engine install failed (full log: {installer.log}):\n{tail}")
             return {"CANCELLED"}
         prefs(context).python = str(installer.python)
-        self.report({"INFO"}, f"Engine installed: {installer.python}")
+        status, _ = engine_status()
+        self.report({"INFO"}, f"Engine installed: {installer.python}. {status}")
         return {"FINISHED"}
 
 

@@ -408,3 +408,13 @@ def parse_job(text: str) -> Job:
         return Job.model_validate(obj)
     except ValidationError as e:
         raise ValueError(_validation_reason("job", e)) from None
+
+
+class SelfCheck(BaseModel):
+    """What ``python -m laser_blender.selfcheck`` found in an engine Python (the add-on shows it)."""
+
+    version: str               # laser-blender's version in that Python
+    ok: bool
+    torch: str | None = None   # torch.__version__ ("2.13.0+cpu", ...)
+    device: str | None = None  # what device "auto" resolved to
+    error: str | None = None   # why it failed (one line)

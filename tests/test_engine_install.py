@@ -8,7 +8,10 @@ import time
 import zipfile
 from pathlib import Path
 
-from addon.engine_install import Installer
+from addon.engine_install import Installer, install_commands, read_self_check, self_check_path, venv_python
+from addon.torch_choice import CUDA_INDEX, choose_torch
+from laser_blender import __version__
+from laser_blender.protocol import SelfCheck
 
 
 def tiny_wheel(folder: Path) -> Path:
@@ -49,3 +52,29 @@ def test_installer_reports_a_failed_install(tmp_path):
     lines = drain(installer)
     assert installer.returncode not in (0, None)
     assert lines[-1].startswith("failed with exit code")
+    log = installer.log.read_text().splitlines()  # everything, next to the venv; the last lines kept for the message
+    assert log == lines and list(installer.tail) == log[-len(installer.tail):]
+    assert any("missing.whl" in line for line in installer.tail)
+
+
+def test_install_steps_torch_then_engine_then_self_check(tmp_path):
+    choice = choose_torch("Windows", "AMD64", True, "torch==2.13.0")
+    commands = install_commands(tmp_path / "engine", "engine.whl", "/usr/bin/python3.11", torch=choice, self_check=True)
+    python = str(venv_python(tmp_path / "engine"))
+    assert commands == [
+        ["/usr/bin/python3.11", "-m", "venv", str(tmp_path / "engine")],
+        [python, "-m", "pip", "install", "torch==2.13.0", "--index-url", CUDA_INDEX],
+        [python, "-m", "pip", "install", "--upgrade", "engine.whl"],
+        [python, "-m", "laser_blender.selfcheck", "--write", str(self_check_path(tmp_path / "engine"))],
+    ]
+
+
+def test_self_check_runs_a_forward_and_saves_its_result(tmp_path):
+    path = self_check_path(tmp_path / "engine")
+    out = subprocess.run([sys.executable, "-m", "laser_blender.selfcheck", "--write", str(path)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    check = SelfCheck.model_validate_json(path.read_text())
+    assert check.ok and check.version == __version__ and check.device == "cpu" and check.torch.startswith("2.13.0")
+    assert out.stdout.strip() == "SELFCHECK " + check.model_dump_json()
+    assert read_self_check(tmp_path / "engine") == check  # where the preferences look: next to the venv

@@ -217,8 +217,8 @@ class OptionError(UserError, ValueError):
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' -> the first CUDA device when available, else CPU; anything else as given,
-    once checked to exist on this machine.
+    """'auto' -> the first CUDA device when available, else MPS (Apple silicon), else CPU;
+    anything else as given, once checked to exist on this machine.
 
     Raises:
         OptionError: not a device, a kind the engine does not run on, CUDA or MPS not
@@ -226,7 +226,9 @@ def resolve_device(device: str = "auto") -> torch.device:
             ``--device`` and what to use instead.
     """
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
     shown = device if str(device).strip() else repr(device)
     try:
         resolved = torch.device(device)

@@ -1,17 +1,21 @@
-"""``laser-blender build-extension -o DIR``: the Blender extension zip, built by Blender's own builder.
+"""``laser-blender build-extension -o DIR [--platforms ...]``: one Blender extension zip per platform.
 
 The repository's ``blender_manifest.toml`` and ``addon/`` are staged into a temporary
-folder (Blender wants ``__init__.py`` next to the manifest) with the wheels the
-add-on imports:
+folder (Blender wants ``__init__.py`` next to the manifest) with:
 
-* ``laser_blender`` + the numpy-only parts of ``core`` it uses (protocol, client,
-  scene builder, session, run-directory reader), packed here as a pure-Python wheel;
-* pydantic and its dependencies for CPython 3.11 on Linux x86-64 (what Blender 4.5
-  runs), fetched from PyPI by ``pip download`` into ``.whl/`` once, then reused.
+* ``wheels/``: what the add-on imports, installed by Blender into the extension's
+  site-packages: ``laser_blender`` + the numpy-only parts of ``core`` it uses (protocol,
+  client, scene builder, session, run-directory reader), packed here as a pure-Python
+  wheel; pydantic and its dependencies for CPython 3.11 (what Blender 4.2-4.5 runs) for
+  every platform, fetched from PyPI by ``pip download --platform`` into ``.whl/`` once,
+  then reused;
+* ``engine/``: the whole project (the engine) as a wheel built by ``pip wheel``, which
+  the add-on's *Install Engine* installs into the engine's own environment.
 
-Blender installs bundled wheels into the extension's site-packages, so ``addon/``
-imports ``laser_blender`` absolutely, as in tests. Tests, benchmarks and dev files
-never enter the zip: only the staged files do.
+Each platform is staged and built on its own (its manifest lists that platform and its
+wheels only; Blender 4.5's ``--split-platforms`` filters the wheels but keeps the full
+manifest), and Blender's builder validates each zip. Tests,
+benchmarks and dev files never enter the zip: only the staged files do.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from pathlib import Path
 from laser_blender import __version__
 from laser_blender.console import fail
 
-help = "build the Blender extension zip (add-on + bundled wheels) and print its path"
+help = "build the Blender extension zips, one per platform (add-on + bundled wheels + engine), and print their paths"
 
 REPO = Path(__file__).resolve().parents[2]
 WHEEL_CACHE = REPO / ".whl"
@@ -55,11 +59,23 @@ def blender_files() -> list[str]:
     packaged = (path.relative_to(REPO).as_posix() for package in BLENDER_PACKAGES
                 for path in sorted((REPO / package).glob("*.py")))
     return [*BLENDER_MODULES, *packaged]
-PYDANTIC_PLATFORM = ("manylinux2014_x86_64", "3.11", "cp311")
+
+
+# Blender's platform names -> pip's --platform tags for CPython 3.11 wheels.
+PLATFORMS = {
+    "windows-x64": ("win_amd64",),
+    "linux-x64": ("manylinux2014_x86_64", "manylinux_2_17_x86_64"),
+    "macos-arm64": ("macosx_11_0_arm64",),
+    "macos-x64": ("macosx_10_12_x86_64",),
+}
+PYTHON, ABI = "3.11", "cp311"
+ENGINE_SOURCES = ("pyproject.toml", "README.md", "core", "laser_blender")  # what `pip wheel` needs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-o", "--output", required=True, help="folder for the zip (created if needed)")
+    parser.add_argument("-o", "--output", required=True, help="folder for the zips (created if needed)")
+    parser.add_argument("--platforms", nargs="+", choices=sorted(PLATFORMS), default=list(PLATFORMS),
+                        metavar="PLATFORM", help=f"platforms to build for (default: all: {', '.join(PLATFORMS)})")
 
 
 def blender_builder() -> Path:
@@ -95,67 +111,101 @@ def build_project_wheel(out_dir: Path) -> Path:
     return path
 
 
-def pydantic_wheels() -> list[Path]:
-    """pydantic (the installed version) and its dependencies for Blender's Python, from the cache or PyPI."""
+def pydantic_wheels(platform: str) -> list[Path]:
+    """pydantic (the installed version) and its dependencies for Blender's Python on ``platform``,
+    from the cache (``.whl/``) or PyPI."""
     version = importlib.metadata.version("pydantic")
-    platform, python, abi = PYDANTIC_PLATFORM
-    cache = WHEEL_CACHE / f"pydantic-{version}-{abi}"
+    cache = WHEEL_CACHE / f"pydantic-{version}-{ABI}-{platform}"
     if not (cache / ".complete").exists():
         cache.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", f"pydantic=={version}", "--only-binary=:all:",
-               "--platform", platform, "--python-version", python, "--implementation", "cp", "--abi", abi,
+        tags = [arg for tag in PLATFORMS[platform] for arg in ("--platform", tag)]
+        cmd = [sys.executable, "-m", "pip", "download", f"pydantic=={version}", "--only-binary=:all:", *tags,
+               "--python-version", PYTHON, "--implementation", "cp", "--abi", ABI,
                "--dest", str(cache), "--quiet"]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
-            raise RuntimeError(f"cannot download pydantic {version} wheels for Blender's Python "
+            raise RuntimeError(f"cannot download pydantic {version} wheels for Blender's Python on {platform} "
                                f"(network needed once; cached in {WHEEL_CACHE}):\n{result.stderr.strip()}")
         (cache / ".complete").touch()
     return sorted(cache.glob("*.whl"))
 
 
-def stage(stage_dir: Path, wheels: list[Path]) -> None:
-    """Manifest (with its ``wheels`` list) + add-on modules + wheels, as Blender's builder wants them."""
+def build_engine_wheel(out_dir: Path) -> Path:
+    """The whole project as a wheel (``pip wheel --no-deps``, built from a copy of the sources so the
+    checkout gets no build folders); its metadata carries pyproject.toml's pinned dependencies."""
+    with tempfile.TemporaryDirectory(prefix="laser-engine-") as tmp:
+        src = Path(tmp) / "src"
+        for name in ENGINE_SOURCES:
+            if (REPO / name).is_dir():
+                shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            else:
+                src.mkdir(exist_ok=True)
+                shutil.copy2(REPO / name, src / name)
+        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+               "--wheel-dir", str(out_dir), str(src)]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"cannot build the engine wheel:\n{(result.stdout + result.stderr).strip()}")
+    return next(out_dir.glob(f"laser_blender-{__version__}-*.whl"))
+
+
+def stage(stage_dir: Path, wheels: list[Path], engine_wheel: Path, platform: str) -> None:
+    """Manifest (its ``wheels`` and ``platforms = [platform]``) + add-on modules + wheels + the
+    engine wheel, as Blender's builder wants them."""
     for src in sorted((REPO / "addon").glob("*.py")):
         shutil.copy2(src, stage_dir / src.name)
     (stage_dir / "wheels").mkdir()
     for wheel in wheels:
         shutil.copy2(wheel, stage_dir / "wheels" / wheel.name)
+    (stage_dir / "engine").mkdir()
+    shutil.copy2(engine_wheel, stage_dir / "engine" / engine_wheel.name)
     lines = (REPO / "blender_manifest.toml").read_text().splitlines(keepends=True)
+    lines = [f'platforms = ["{platform}"]\n' if line.startswith("platforms =") else line for line in lines]
     first_table = next(k for k, line in enumerate(lines) if line.startswith("["))
     listing = "wheels = [\n" + "".join(f'  "./wheels/{w.name}",\n' for w in wheels) + "]\n\n"
     (stage_dir / "blender_manifest.toml").write_text("".join(lines[:first_table]) + listing
                                                      + "".join(lines[first_table:]))
 
 
-def build_extension(out_dir: Path) -> Path:
-    """Build the extension zip into ``out_dir``; returns its path."""
+def _builder(builder: Path, *args: str) -> None:
+    result = subprocess.run([sys.executable, str(builder), *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"Blender's extension builder ({args[0]} {args[-1]}) failed:\n"
+                           f"{(result.stdout + result.stderr).strip()}")
+
+
+def build_extension(out_dir: Path, platforms: list[str] | None = None) -> list[Path]:
+    """Build one zip per platform (default: all of :data:`PLATFORMS`) into ``out_dir``, each
+    built and then validated by Blender's builder; returns their paths."""
     if not (REPO / "blender_manifest.toml").exists() or not (REPO / "addon" / "__init__.py").exists():
         raise FileNotFoundError(f"build-extension needs the source checkout (blender_manifest.toml, addon/); "
                                 f"{REPO} has none")
+    platforms = list(platforms or PLATFORMS)
     out_dir = Path(out_dir).absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
     builder = blender_builder()
+    built = []
     with tempfile.TemporaryDirectory(prefix="laser-ext-") as tmp:
         tmp = Path(tmp)
         (tmp / "wheels").mkdir()
-        wheels = [build_project_wheel(tmp / "wheels"), *pydantic_wheels()]
-        (tmp / "src").mkdir()
-        stage(tmp / "src", wheels)
-        before = set(out_dir.glob("*.zip"))
-        for args in (["validate", str(tmp / "src")],
-                     ["build", "--source-dir", str(tmp / "src"), "--output-dir", str(out_dir)]):
-            result = subprocess.run([sys.executable, str(builder), *args], capture_output=True, text=True)
-            if result.returncode != 0:
-                raise RuntimeError(f"Blender's extension builder ({args[0]}) failed:\n"
-                                   f"{(result.stdout + result.stderr).strip()}")
-    built = sorted(set(out_dir.glob("*.zip")) - before) or sorted(out_dir.glob("laser_blender-*.zip"))
-    return built[-1]
+        (tmp / "engine").mkdir()
+        own, engine = build_project_wheel(tmp / "wheels"), build_engine_wheel(tmp / "engine")
+        for platform in platforms:
+            src = tmp / f"src-{platform}"
+            src.mkdir()
+            stage(src, [own, *pydantic_wheels(platform)], engine, platform)
+            path = out_dir / f"laser_blender-{__version__}-{platform.replace('-', '_')}.zip"
+            _builder(builder, "build", "--source-dir", str(src), "--output-filepath", str(path))
+            _builder(builder, "validate", str(path))
+            built.append(path)
+    return built
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        path = build_extension(Path(args.output))
+        paths = build_extension(Path(args.output), args.platforms)
     except (FileNotFoundError, RuntimeError) as e:
         return fail(str(e))
-    print(path)
+    for path in paths:
+        print(path)
     return 0
