@@ -42,7 +42,7 @@ def make_windows(frames: int, windows: int, points: int) -> tuple[list[AlignedWi
         m = len(frames_w)
         out.append(AlignedWindow(
             index=index, frames=frames_w.astype(np.int64), poses=poses[frames_w], K=K,
-            depth=rng.uniform(1, 5, (m, h, w)).astype(np.float32),
+            depth=np.full((m, h, w), 3.0, np.float32),  # one static surface: no point is marked dynamic
             conf=rng.uniform(0, 1, (m, h, w)).astype(np.float32),
             colors=rng.integers(0, 256, (m, h, w, 3), dtype=np.uint8),
             mask=np.ones((m, h, w), bool)))
