@@ -109,7 +109,7 @@ def main() -> None:
     for k in STAGES:
         print(f"{'  LSA ' + k:28s} {r['lsa_' + k]:10.2f}")
     print(f"{'  LSA total':28s} {r['lsa']:10.2f}")
-    print(f"{'Sim(3) + LSA':28s} {r['sim3_plus_lsa']:10.2f}   (target <= 30; reference LSA alone ~375)")
+    print(f"{'Sim(3) + LSA':28s} {r['sim3_plus_lsa']:10.2f}   (target <= 20; reference LSA alone ~375)")
     save_results(results, args.json)
 
 

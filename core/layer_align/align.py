@@ -12,7 +12,7 @@ from core.layer_align.keyframes import KeyframeMemory
 from core.layer_align.link import overlap_matches, temporal_links
 from core.layer_align.memory import memory_scales
 from core.layer_align.params import LayerAlignResult
-from core.layer_align.segment import log_depth, sample_grid, segment_layers
+from core.layer_align.segment import block_chroma, log_depth, sample_grid, segment_layers
 from core.layer_align.solve import combine_pairs, confidence_weights, pair_scales, propagate
 from core.run.settings import LayerAlignParams
 
@@ -33,7 +33,15 @@ class LayerAlignInput:
         conf: (N, H, W) float32 raw confidence of the new window (for weighting).
         overlap: O, the number of leading frames shared with the previous window.
         poses: (N, 4, 4) world camera-to-world poses of the new window (needed with a keyframe memory).
-        K: (3, 3) intrinsics at prediction resolution (needed with a keyframe memory).
+        K: (3, 3) intrinsics at prediction resolution, or (N, 3, 3) per frame with a zoom
+            (needed with a keyframe memory).
+        colors: (N, H, W, 3) uint8 RGB frames of the new window (optional: segmentation
+            then also separates touching surfaces of different colour).
+        ref_colors: (O, H, W, 3) uint8 RGB of the overlap frames (with ``colors``).
+        history: share of the way each layer is moved from its own (Sim(3)) depth to the
+            reference's, in log depth: 1 aligns every layer to the previous windows
+            entirely, ``n / (n + 1)`` makes the result the running mean of ``n`` earlier
+            windows and this one (``LayerAligner`` sets it).
     """
 
     ref_depth: np.ndarray
@@ -44,6 +52,9 @@ class LayerAlignInput:
     overlap: int
     poses: np.ndarray | None = None
     K: np.ndarray | None = None
+    colors: np.ndarray | None = None
+    ref_colors: np.ndarray | None = None
+    history: float = 1.0
 
 
 def _check(inp: LayerAlignInput, memory: KeyframeMemory | None) -> None:
@@ -55,6 +66,9 @@ def _check(inp: LayerAlignInput, memory: KeyframeMemory | None) -> None:
                              ("mask", inp.mask, (n, h, w)), ("conf", inp.conf, (n, h, w))):
         if arr.shape != shape:
             raise ValueError(f"LayerAlignInput.{name} has shape {arr.shape}, expected {shape}")
+    for name, arr, count in (("colors", inp.colors, n), ("ref_colors", inp.ref_colors, o)):
+        if arr is not None and arr.shape != (count, h, w, 3):
+            raise ValueError(f"LayerAlignInput.{name} has shape {arr.shape}, expected {(count, h, w, 3)}")
     if memory is not None and (inp.poses is None or inp.K is None):
         raise ValueError("layer alignment with a keyframe memory needs the window's poses and K")
 
@@ -80,8 +94,9 @@ def align_layers(inp: LayerAlignInput, params: LayerAlignParams | None = None,
     t0 = time.perf_counter()
     z_new = log_depth(sample_grid(inp.depth, s))
     z_ref = log_depth(sample_grid(inp.ref_depth, s))
-    new = segment_layers(z_new, p)
-    ref = segment_layers(z_ref, p)
+    colored = inp.colors is not None and inp.ref_colors is not None and p.color_edge > 0
+    new = segment_layers(z_new, p, block_chroma(inp.colors, s) if colored else None)
+    ref = segment_layers(z_ref, p, block_chroma(inp.ref_colors, s) if colored else None)
 
     t1 = time.perf_counter()
     links = temporal_links(new, z_new, p.link_iou, p.link_cover, p.link_log)
@@ -110,6 +125,7 @@ def align_layers(inp: LayerAlignInput, params: LayerAlignParams | None = None,
             direct_weight = np.where(differs, remembered_weight, direct_weight)
             log_scale, source = propagate(new, links, z_new, direct, direct_weight, p.temporal_weight, p.link_log)
             source[differs] = 3
+    log_scale = inp.history * log_scale
     layer_scale = np.exp(log_scale).astype(np.float32)
 
     t4 = time.perf_counter()
@@ -117,7 +133,8 @@ def align_layers(inp: LayerAlignInput, params: LayerAlignParams | None = None,
     t5 = time.perf_counter()
 
     return LayerAlignResult(
-        depth=inp.depth * factor, depth_factor=factor, labels=new.labels, layer_frame=new.frame, layer_scale=layer_scale, layer_source=source,
+        depth=inp.depth * factor, depth_factor=factor, labels=new.labels, layer_frame=new.frame,
+        layer_scale=layer_scale, layer_source=source,
         pairs_solved=int(accepted.size), pairs_rejected=int((~accepted).sum()),
         timings={"segment": t1 - t0, "match": t2 - t1, "solve": t3 - t2, "memory": t4 - t3, "apply": t5 - t4},
     )

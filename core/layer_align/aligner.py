@@ -19,42 +19,61 @@ if TYPE_CHECKING:
 class LayerAligner:
     """Layer-wise scale alignment of every window after the first (a ``core.registration.DepthRefiner``).
 
+    Each layer's depth becomes a running mean, in log depth, over the windows that came
+    before and this one: window ``n`` (0-based) moves its layers ``m / (m + w)`` of the way
+    to the previous windows' depth, ``m = min(n, params.history_windows)``, ``w =
+    params.window_weight`` (the weight of the new window relative to each earlier one). A monocular
+    network's per-window layer-scale errors are roughly zero-mean over time, so this
+    consensus shrinks them as the shot goes on, where aligning every window entirely to
+    the previous one would keep the first window's errors forever.
+
     Keeps a keyframe memory of the registered frames so layers the overlap does not
-    show are measured against earlier frames; the memory is rebuilt from the windows
-    on disk when a run resumes, so a resumed run continues exactly.
+    show are measured against earlier frames; the memory and the window count are
+    rebuilt from the windows on disk when a run resumes, so a resumed run continues exactly.
 
     Attributes:
         params: the alignment settings.
         memory: keyframes of the registered stream so far.
+        windows: windows registered so far.
         last: diagnostics of the last ``refine`` (None before the first).
     """
 
     def __init__(self, params: LayerAlignParams | None = None):
         self.params = params or LayerAlignParams()
         self.memory = KeyframeMemory(stride=self.params.stride)
+        self.windows = 0
         self.last: LayerAlignResult | None = None
 
+    def history(self) -> float:
+        """Share of the way the next window's layers move to the previous windows' depth."""
+        m = min(self.windows, self.params.history_windows)
+        return m / (m + self.params.window_weight)
+
     def refine(self, reference: Reference, depth: np.ndarray, mask: np.ndarray, conf: np.ndarray,
-               poses: np.ndarray, K: np.ndarray) -> np.ndarray:
+               poses: np.ndarray, K: np.ndarray, colors: np.ndarray | None = None) -> np.ndarray:
         """(N, H, W) float32 per-pixel factor correcting each layer's scale of the Sim(3)-scaled ``depth``.
 
         Args:
             reference: the previous window's registered tail (its final depth is matched).
             depth: (N, H, W) the new window's depth after the Sim(3).
             mask, conf: (N, H, W) its confident pixels and confidence.
-            poses: (N, 4, 4) its world camera-to-world poses; K: (3, 3) intrinsics.
+            poses: (N, 4, 4) its world camera-to-world poses; K: (3, 3) intrinsics, (N, 3, 3) with a zoom.
+            colors: (N, H, W, 3) uint8 its frames (used with the reference's colours, when both are known).
         """
         inp = LayerAlignInput(ref_depth=reference.depth, ref_mask=reference.mask, depth=depth, mask=mask,
-                              conf=conf, overlap=len(reference.frames), poses=poses, K=K)
+                              conf=conf, overlap=len(reference.frames), poses=poses, K=K, history=self.history(),
+                              colors=colors, ref_colors=reference.colors if colors is not None else None)
         self.last = align_layers(inp, self.params, self.memory)
         return self.last.depth_factor
 
     def observe(self, window: AlignedWindow) -> None:
         """Remember the keyframes among a registered window's frames."""
         self.memory.add_window(window)
+        self.windows += 1
 
     def restore(self, windows: Sequence[AlignedWindow]) -> None:
         """Rebuild the memory from the registered windows of a resumed run (oldest first)."""
         self.memory = KeyframeMemory(stride=self.params.stride)
+        self.windows = 0
         for window in windows:
-            self.memory.add_window(window)
+            self.observe(window)

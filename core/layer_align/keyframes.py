@@ -60,7 +60,7 @@ class KeyframeMemory:
         for i in np.flatnonzero(win.frames % self.every == 0):
             depth = win.depth[i, s // 2::s, s // 2::s]
             keep = win.mask[i, s // 2::s, s // 2::s] & np.isfinite(depth) & (depth > 0)
-            points = sample_points(depth, keep, win.K, win.poses[i], s)
+            points = sample_points(depth, keep, win.frame_intrinsics[i], win.poses[i], s)
             self.keyframes.append(Keyframe(int(win.frames[i]), points))
         del self.keyframes[:max(len(self.keyframes) - self.capacity, 0)]
 

@@ -71,14 +71,14 @@ def memory_scales(memory: KeyframeMemory, poses: np.ndarray, K: np.ndarray, dept
     Args:
         memory: keyframes (world points of earlier frames, final depth).
         poses: (N, 4, 4) camera-to-world of the window's frames (world frame).
-        K: (3, 3) intrinsics at full resolution.
+        K: (3, 3) intrinsics at full resolution, or (N, 3, 3) one per frame (a zoom).
         depth: (N, H, W) the window's depth (Sim(3) scale).
         layers: the window's layers; z: (N, h, w) their log depth on the sample grid.
         weight: (N, h, w) fitting weight of each sample (0: does not take part).
         wanted: (L,) bool layers to measure.
         p: settings: ratios outside the clamp band (``max_scale``) are other surfaces;
             IRLS as for overlap pairs (``irls_c``, ``irls_iters``); a layer takes the
-            measurement when at least ``min_pair_pixels`` samples covering
+            measurement when at least ``memory_min_blocks`` samples covering
             ``match_cover`` of it agree (within ``irls_c``), and when the memory shows
             at least half of its occluding edges (steps deeper than ``merge_log``):
             otherwise it saw what is behind the layer now (a moving object).
@@ -97,7 +97,7 @@ def memory_scales(memory: KeyframeMemory, poses: np.ndarray, K: np.ndarray, dept
     target[target] = wanted[lab[target]]
     target &= weight[frames] > 0
 
-    proj = project(memory.points(), poses[frames], K, depth.shape[1:])
+    proj = project(memory.points(), poses[frames], K if K.ndim == 2 else K[frames], depth.shape[1:])
     nearest, block = zbuffer(proj, frames.size, shape, memory.stride)
     nearest = nearest.reshape(-1)
     own = depth[frames[proj.frame], proj.row, proj.col]
@@ -119,7 +119,7 @@ def memory_scales(memory: KeyframeMemory, poses: np.ndarray, K: np.ndarray, dept
         m = np.log(nearest.reshape(lab.shape))
     edges, confirmed = _edge_votes(np.where(target, lab, -1), z[frames], m, n_layers, p.merge_log, 3)
     seen = confirmed >= 0.5 * edges
-    ok = wanted & np.isfinite(mu) & (support >= p.min_pair_pixels) & (share >= p.match_cover) & seen
+    ok = wanted & np.isfinite(mu) & (support >= p.memory_min_blocks) & (share >= p.match_cover) & seen
     log_scale[ok] = mu[ok]
     out_weight[ok] = np.minimum(share[ok], 1.0) * conf[ok]
     return log_scale, out_weight

@@ -18,6 +18,13 @@ are the samples and whose in-between pixels say whether two neighbours connect:
    whole boundary, so a few bridging pixels neither merge nor split layers. Fragments
    smaller than a layer join at most one neighbour, so they cannot bridge an edge.
 
+With the frames' colours, every link (in both passes) also needs the two samples'
+chromaticity (colour with the brightness divided out) to agree within ``color_edge``:
+an object standing on the ground touches it at equal depth along its base, and an
+object whose predicted depth happens to meet the surface behind it looks like one
+continuous surface, but both differ from it in colour. Shading, checkerboards and other
+brightness patterns do not cut a surface.
+
 Layers smaller than ``min_layer`` of the frame are dropped (label -1). Label ids are
 global over the window and ordered by frame.
 """
@@ -67,6 +74,9 @@ def log_depth(depth: np.ndarray) -> np.ndarray:
     return out
 
 
+CREASE_BASE = 3  # samples on either side of a link over which the crease test measures the slope
+
+
 class _Steps:
     """Neighbour-to-neighbour depth changes along one image axis, for connection tests.
 
@@ -80,27 +90,85 @@ class _Steps:
       depth changes, while an occlusion edge bends on both sides. A side that does not
       exist (image border, missing depth) takes the other side's value.
 
-    NaN (missing depth) in either test never connects.
+    * ``crease``: how much the surface turns across the link, ``|s_after - s_before| / u``
+      with ``s`` the inverse-depth slope per sample over ``CREASE_BASE`` samples on either
+      side (the link itself not included) and ``u`` the mean inverse depth of the two
+      samples. Where two walls, or a wall and the ceiling, meet in a corner, depth is
+      continuous (a small ``jump``) but the surface orientation changes; along a plane,
+      however slanted, the crease is 0. It counts only where each side is itself straight
+      (no occlusion edge, no missing depth next to the link).
+
+    NaN (missing depth) in the jump and bend tests never connects.
     """
 
     def __init__(self, z: np.ndarray, axis: int):
+        self.axis = axis
         self.jump = np.abs(np.diff(z, axis=axis))
         u = np.exp(-z)
         du = np.diff(u, axis=axis)
-        curv = np.abs(np.diff(du, axis=axis))  # second difference at interior samples
         n = du.shape[axis]
         pad = [(0, 0)] * z.ndim
         pad[axis] = (1, 1)
-        curv = np.pad(curv, pad, constant_values=np.nan)
-        before = np.take(curv, np.arange(0, n), axis=axis) / np.take(u, np.arange(0, n), axis=axis)
-        after = np.take(curv, np.arange(1, n + 1), axis=axis) / np.take(u, np.arange(1, n + 1), axis=axis)
+        # |second difference| / u at every sample, NaN at the two ends
+        self.curv = np.pad(np.abs(np.diff(du, axis=axis)), pad, constant_values=np.nan) / u
+        before = np.take(self.curv, np.arange(0, n), axis=axis)
+        after = np.take(self.curv, np.arange(1, n + 1), axis=axis)
         before = np.where(np.isnan(before), after, before)
         after = np.where(np.isnan(after), before, after)
         self.bend = np.maximum(before, after)
+        b = CREASE_BASE
+        pad[axis] = (b, b)
+        up = np.pad(u, pad, constant_values=np.nan)
+        at = lambda i: np.take(up, np.arange(i, i + n), axis=axis)  # noqa: E731  (sample k + i - b)
+        slope_before = (at(b) - at(0)) / b
+        slope_after = (at(2 * b + 1) - at(b + 1)) / b
+        self.crease = np.abs(slope_after - slope_before) / (0.5 * (at(b) + at(b + 1)))
 
-    def connects(self, tol: float) -> np.ndarray:
-        """bool: the two samples belong together at tolerance ``tol``."""
-        return (self.jump < tol) | (self.bend < tol)
+    def _planar_sides(self, tol: float) -> np.ndarray:
+        """bool per link: the ``CREASE_BASE`` samples on each side lie on one straight surface
+        (relative second differences below ``tol`` at samples k - b + 1 .. k - 1 and k + 2 .. k + b)."""
+        b, axis = CREASE_BASE, self.axis
+        n = self.jump.shape[axis]
+        pad = [(0, 0)] * self.curv.ndim
+        pad[axis] = (b, b)
+        flat = np.pad(self.curv < tol, pad, constant_values=False)  # NaN (border, missing) is not flat
+        at = lambda i: np.take(flat, np.arange(i, i + n), axis=axis)  # noqa: E731  (sample k + i - b)
+        inner = [at(b + j) for j in range(1 - b, 0)] + [at(b + j) for j in range(2, b + 1)]
+        return np.logical_and.reduce(inner) if inner else np.ones(self.jump.shape, bool)
+
+    def connects(self, tol: float, same_color: np.ndarray | None = None, crease: float = 0.0) -> np.ndarray:
+        """bool: the two samples belong together at tolerance ``tol`` (and have ``same_color``, where
+        given, and the surface turns by less than ``crease`` across the link, where positive)."""
+        out = (self.jump < tol) | (self.bend < tol)
+        if crease > 0:
+            out &= ~((self.crease >= crease) & self._planar_sides(tol))
+        if same_color is not None:
+            out &= same_color
+        return out
+
+
+def block_chroma(colors: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Chromaticity (red and green shares, brightness divided out) of each sample's pixel.
+
+    Args:
+        colors: (N, H, W, 3) uint8 RGB frames.
+        stride: sample-grid step (the samples are ``sample_grid``'s pixels).
+    Returns:
+        (red, green): two (N, h, w) float32 arrays, ``r / (r + g + b + 30)`` and
+        ``g / (r + g + b + 30)`` (damped where dark).
+    """
+    rgb = sample_grid(colors, stride).astype(np.float32)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    total = r + g + b + np.float32(30)
+    return r / total, g / total
+
+
+def _same_color(chroma: tuple[np.ndarray, np.ndarray] | None, axis: int, tol: float) -> np.ndarray | None:
+    """bool links along ``axis`` (1 rows, 2 columns) whose samples' chromaticities agree within ``tol``."""
+    if chroma is None or tol <= 0:
+        return None
+    red, green = chroma
+    return (np.abs(np.diff(red, axis=axis)) < tol) & (np.abs(np.diff(green, axis=axis)) < tol)
 
 
 def _thick(link: np.ndarray, along: int, radius: int) -> np.ndarray:
@@ -155,30 +223,40 @@ def _components(valid: np.ndarray, link_h: np.ndarray, link_v: np.ndarray) -> np
     return comp.reshape(n, 2 * h, 2 * w - 1)[:, 0::2, 0::2]
 
 
-def _merge_links(comp: np.ndarray, soft_h: np.ndarray, soft_v: np.ndarray, share: float,
-                 min_area: int) -> tuple[np.ndarray, np.ndarray]:
+def _merge_links(comp: np.ndarray, soft_h: np.ndarray, soft_v: np.ndarray, flat_h: np.ndarray,
+                 flat_v: np.ndarray, share: float, min_area: int,
+                 crease_area: int) -> tuple[np.ndarray, np.ndarray]:
     """Links to add so that regions whose common boundary mostly votes 'soft' merge.
 
     Two regions of at least ``min_area`` samples merge when at least ``share`` of the
     links along their common boundary are soft. A smaller region joins only the one
-    neighbour with the most soft links to it (if any), so small fragments along an
-    edge can never bridge the two sides.
+    neighbour with the most ``flat`` links to it (if any), so small fragments along an
+    edge can never bridge the two sides. A region below ``crease_area`` whose boundary
+    with a neighbour passes the ``flat`` test (the loose test without the crease test) by
+    ``share`` joins the one such neighbour it shares most flat links with: the faces of a
+    small box, and slivers along a corner, stay with a neighbour instead of becoming
+    layers too small to measure on their own.
 
     Args:
         comp: (N, h, w) component ids, 0 for invalid samples.
         soft_h, soft_v: (N, h, w - 1) / (N, h - 1, w) bool, the link passes the loose test.
+        flat_h, flat_v: the same shapes, the loose test without the crease test.
         share: minimum share of soft links along a boundary.
         min_area: regions below this size follow the single-neighbour rule.
+        crease_area: regions below this size join a neighbour across a crease.
     Returns:
         (join_h, join_v): links on the boundaries of merging region pairs.
     """
     pairs = []
-    for a, b, soft in ((comp[:, :, :-1], comp[:, :, 1:], soft_h), (comp[:, :-1, :], comp[:, 1:, :], soft_v)):
+    for a, b, soft, weak in ((comp[:, :, :-1], comp[:, :, 1:], soft_h, flat_h),
+                             (comp[:, :-1, :], comp[:, 1:, :], soft_v, flat_v)):
         boundary = (a != b) & (a > 0) & (b > 0)
-        pairs.append((boundary, np.minimum(a, b)[boundary], np.maximum(a, b)[boundary], soft[boundary]))
+        pairs.append((boundary, np.minimum(a, b)[boundary], np.maximum(a, b)[boundary], soft[boundary],
+                      weak[boundary]))
     lo = np.concatenate([q[1] for q in pairs]).astype(np.int64)
     hi = np.concatenate([q[2] for q in pairs]).astype(np.int64)
     soft = np.concatenate([q[3] for q in pairs])
+    weak = np.concatenate([q[4] for q in pairs])
     joins = [np.zeros_like(soft_h), np.zeros_like(soft_v)]
     if lo.size == 0:
         return joins[0], joins[1]
@@ -189,13 +267,19 @@ def _merge_links(comp: np.ndarray, soft_h: np.ndarray, soft_v: np.ndarray, share
     total = np.bincount(inv, minlength=uniq.size)
     big_lo, big_hi = area[u_lo] >= min_area, area[u_hi] >= min_area
     merge = big_lo & big_hi & (votes >= share * total)
-    # each small region: its neighbour with the most soft links
-    pair = np.concatenate([np.flatnonzero(~big_lo), np.flatnonzero(~big_hi)])
-    small = np.concatenate([u_lo[~big_lo], u_hi[~big_hi]])
-    order = np.lexsort((-votes[pair], small))
-    first = np.unique(small[order], return_index=True)[1]
-    best = pair[order[first]]
-    merge[best[votes[best] > 0]] = True
+    flat = np.bincount(inv, weights=weak, minlength=uniq.size)
+    # Each small region joins one neighbour (so fragments cannot bridge two layers): those under
+    # min_area the neighbour with the most flat links, those under crease_area the one with the
+    # most among those they would merge with but for the crease test.
+    tiny = area < min_area
+    small = area < crease_area
+    ends = np.concatenate([u_lo, u_hi])
+    pair = np.concatenate([np.arange(uniq.size)] * 2)
+    ok = np.where(tiny[ends], flat[pair] > 0, small[ends] & (flat[pair] >= share * total[pair]))
+    ends, pair = ends[ok], pair[ok]
+    order = np.lexsort((-flat[pair], ends))
+    first = np.unique(ends[order], return_index=True)[1]
+    merge[pair[order[first]]] = True
     join = merge[inv]
     n_h = int(pairs[0][0].sum())
     joins[0][pairs[0][0]] = join[:n_h]
@@ -203,12 +287,15 @@ def _merge_links(comp: np.ndarray, soft_h: np.ndarray, soft_v: np.ndarray, share
     return joins[0], joins[1]
 
 
-def segment_layers(z: np.ndarray, params: LayerAlignParams) -> Layers:
+def segment_layers(z: np.ndarray, params: LayerAlignParams,
+                   chroma: tuple[np.ndarray, np.ndarray] | None = None) -> Layers:
     """Segment each frame of a log-depth stack into depth layers.
 
     Args:
         z: (N, h, w) float32 log depth on the sample grid, NaN where missing.
-        params: ``smooth_log``, ``edge_log``, ``bridge``, ``merge_log``, ``merge_share``, ``min_layer``.
+        params: ``smooth_log``, ``edge_log``, ``bridge``, ``merge_log``, ``merge_share``, ``min_layer``,
+            ``color_edge``.
+        chroma: optional chromaticity of the samples (``block_chroma``).
     Returns:
         the layers, ids global over the stack and ordered by frame.
     """
@@ -219,13 +306,17 @@ def segment_layers(z: np.ndarray, params: LayerAlignParams) -> Layers:
     valid = np.isfinite(z)
     zs = _smooth(z, valid, params.smooth_log)
     steps_h, steps_v = _Steps(zs, 2), _Steps(zs, 1)
+    color_h, color_v = _same_color(chroma, 2, params.color_edge), _same_color(chroma, 1, params.color_edge)
     r = params.bridge // 2
-    comp = _components(valid, _thick(steps_h.connects(params.edge_log), 1, r),
-                       _thick(steps_v.connects(params.edge_log), 2, r))
+    comp = _components(valid, _thick(steps_h.connects(params.edge_log, color_h, params.crease), 1, r),
+                       _thick(steps_v.connects(params.edge_log, color_v, params.crease), 2, r))
 
     min_area = max(1, int(round(params.min_layer * h * w)))
-    join_h, join_v = _merge_links(comp, steps_h.connects(params.merge_log), steps_v.connects(params.merge_log),
-                                  params.merge_share, min_area)
+    join_h, join_v = _merge_links(comp, steps_h.connects(params.merge_log, color_h, params.crease),
+                                  steps_v.connects(params.merge_log, color_v, params.crease),
+                                  steps_h.connects(params.merge_log, color_h),
+                                  steps_v.connects(params.merge_log, color_v), params.merge_share, min_area,
+                                  max(min_area, int(round(params.crease_min_layer * h * w))))
     same_h = comp[:, :, :-1] == comp[:, :, 1:]
     same_v = comp[:, :-1, :] == comp[:, 1:, :]
     comp = _components(valid, same_h | join_h, same_v | join_v)

@@ -95,7 +95,18 @@ class LayerAlignParams(BaseModel):
         "log-depth step"))
     merge_share: Share = Field(0.5, description=(
         "share of their common boundary that must pass the looser merge step for two adjacent regions to merge"))
-    min_layer: Share = Field(0.002, description=(
+    color_edge: NonNegative = Field(0.04, description=(
+        "neighbouring samples are not linked when their chromaticity (colour without brightness) differs by "
+        "more than this, so objects touching the ground, or whose predicted depth meets the surface behind "
+        "them, separate from it; 0 segments by depth only"))
+    crease: NonNegative = Field(0.05, description=(
+        "neighbouring samples are not linked where the surface turns across them by more than this "
+        "(change of the inverse-depth slope per sample, relative), so walls meeting in a corner, or a "
+        "wall and the ceiling, separate although their depths meet; 0 turns the test off"))
+    crease_min_layer: Share = Field(0.005, description=(
+        "regions smaller than this share of the frame that only the crease test separates from a "
+        "neighbour join it (the faces of a small box, slivers along a corner)"))
+    min_layer: Share = Field(0.001, description=(
         "layers smaller than this share of the frame are ignored (they keep the window's scale)"))
     link_iou: Share = Field(0.3, description=(
         "layers of consecutive frames are linked when the IoU of their depth-consistent shared samples "
@@ -109,7 +120,7 @@ class LayerAlignParams(BaseModel):
     match_cover: Share = Field(0.2, description=(
         "on an overlap frame, a previous-window layer is matched to a new layer when it covers at least "
         "this share of the new layer"))
-    min_pair_pixels: int = Field(12, ge=1, description=(
+    min_pair_pixels: int = Field(4, ge=1, description=(
         "matched pairs sharing fewer samples with depth in both windows are dropped"))
     unconfident_weight: Share = Field(0.1, description=(
         "fitting weight of samples outside either window's confidence mask relative to confident ones, "
@@ -127,6 +138,15 @@ class LayerAlignParams(BaseModel):
     memory_gate_log: NonNegative = Field(0.05, description=(
         "a layer without an overlap match takes the keyframe memory's scale only when it differs from the "
         "propagated one by more than this (log), or when nothing was propagated to it"))
+    memory_min_blocks: int = Field(12, ge=1, description=(
+        "a keyframe-memory scale counts only when at least this many sample blocks agree with it"))
+    history_windows: int = Field(8, ge=0, description=(
+        "each layer's depth is a running mean over this many earlier windows and the current one (log depth), "
+        "so per-window errors, the first window's included, average out; 0 keeps the Sim(3) depth"))
+    window_weight: FiniteFloat = Field(1.0, gt=0, le=1, description=(
+        "weight of a new window in that running mean relative to each earlier one: consecutive windows "
+        "share frames and a network's errors drift slowly, so a new window is not an independent "
+        "measurement; lower keeps the layers steadier over time, 1 is the plain mean"))
 
     @field_validator("bridge")
     @classmethod
@@ -151,8 +171,15 @@ class StreamSettings(BaseModel):
     overlap: int = Field(10, ge=1, description="frames shared by consecutive windows")
     conf_keep: FiniteFloat = Field(0.5, gt=0, le=1, description="share of most confident pixels kept per frame")
     layer_align: bool = Field(True, description="run layer-wise scale alignment after the Sim(3) registration")
+    refine: bool = Field(False, description=(
+        "refine the cameras against the footage (feature tracks at full resolution, bundle adjustment; "
+        "the solve error goes to solve.json). Experimental: needs textured footage well above the "
+        "network's input size, and does not yet reach its accuracy targets (see the README)"))
     focal_px: FiniteFloat | None = Field(None, gt=0, description=(
         "known focal length in footage pixels (overrides the estimate)"))
+    zoom: bool = Field(False, description=(
+        "the lens zooms: estimate a focal length per frame (the network's per-frame intrinsics, or each "
+        "frame's points), smoothed over time, keyed on the Blender camera's lens; a fixed lens otherwise"))
     save_predictions: bool = Field(True, description=(
         "keep the raw backbone output in RUN/predictions/ (about 7.5 MB per frame at 518x392); "
         "without it the run cannot be re-registered with `align`"))
@@ -162,6 +189,11 @@ class StreamSettings(BaseModel):
     def _overlap_below_window(self) -> "StreamSettings":
         if self.overlap >= self.window:
             raise ValueError(f"overlap ({self.overlap}) must be smaller than window ({self.window})")
+        if self.zoom and self.focal_px is not None:
+            raise ValueError("zoom estimates a focal length per frame: it cannot take a known fixed focal_px")
+        if self.zoom and self.refine:
+            # the hook for a solve with a zoom: CameraSolve.refine would take the window's frame_K
+            raise ValueError("zoom does not work with refine yet: the camera solve assumes a fixed lens")
         return self
 
 
