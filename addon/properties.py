@@ -82,6 +82,7 @@ class LaserSettings(bpy.types.PropertyGroup):
                                          soft_max=1.0)
     lsa_temporal_weight: field_property(LayerAlignParams, "temporal_weight", name="Temporal Smoothing",
                                         soft_max=10.0)
+    zoom: field_property(Job, "zoom", name="Zoom Lens")
     use_focal: BoolProperty(name="Known Focal Length", default=False,
                             description="Use a known lens instead of estimating it")
     focal_mm: field_property(Job, "focal_mm", name="Focal Length", default=35.0, soft_min=1.0, soft_max=300.0,
@@ -130,8 +131,9 @@ def make_job(settings: LaserSettings, footage: str, run_dir: Path, device: str, 
         window=settings.window, overlap=settings.overlap, stride=settings.stride,
         layer_align=settings.layer_align,
         layer={name: _single(getattr(settings, f"lsa_{name}")) for name in LAYER_PROPERTIES},
-        focal_mm=_single(settings.focal_mm) if settings.use_focal else None,
-        sensor_width_mm=_single(settings.sensor_width) if settings.use_focal else None,
+        zoom=settings.zoom,
+        focal_mm=_single(settings.focal_mm) if settings.use_focal and not settings.zoom else None,
+        sensor_width_mm=_single(settings.sensor_width) if settings.use_focal and not settings.zoom else None,
         device=device, resume=resume, overwrite=settings.overwrite and not resume,
     )
 

@@ -5,6 +5,7 @@ Layout::
 
     GT/gt.json              {"width", "height", "fps", "num_frames",
                              "K": 3x3 intrinsics at footage resolution,
+                             "frame_K": optional, N 3x3 per-frame intrinsics (a zoom),
                              "layers": {"<id>": "<name>"}, ...extra}
     GT/trajectory.tum       camera-to-world, timestamp = frame_index / fps
     GT/depth/d000123.npy    float32 (H, W) z-depth at footage resolution, 0 = invalid
@@ -32,6 +33,7 @@ from core.run.tum import format_tum, read_tum
 GT_JSON = "gt.json"
 TRAJECTORY = "trajectory.tum"
 RESERVED_KEYS = ("width", "height", "fps", "num_frames", "K", "layers")
+FRAME_K = "frame_K"  # optional per-frame intrinsics (a zooming lens)
 _FRAME_TOLERANCE = 0.01  # timestamps * fps must be this close to an integer frame index
 
 
@@ -72,7 +74,7 @@ class GroundTruthWriter:
             raise GroundTruthError(f"{self.root}: fps must be positive, got {fps}")
         if any(not 0 <= int(i) <= 255 for i in layers):
             raise GroundTruthError(f"{self.root}: layer ids must fit a uint8 PNG (0..255), got {sorted(layers)}")
-        clash = sorted(set(extra or {}) & set(RESERVED_KEYS))
+        clash = sorted(set(extra or {}) & {*RESERVED_KEYS, FRAME_K})
         if clash:
             raise GroundTruthError(f"{self.root}: extra keys {clash} would overwrite gt.json fields")
         self.width, self.height, self.fps = int(width), int(height), float(fps)
@@ -80,12 +82,14 @@ class GroundTruthWriter:
         self.layer_names = {int(i): str(name) for i, name in layers.items()}
         self.extra = dict(extra or {})
         self.frames: list[int] = []
+        self.frame_K: list[np.ndarray] = []
         (self.root / "depth").mkdir(parents=True, exist_ok=True)
         (self.root / "layers").mkdir(exist_ok=True)
         (self.root / GT_JSON).unlink(missing_ok=True)
         (self.root / TRAJECTORY).write_text("")
 
-    def add_frame(self, index: int, c2w: np.ndarray, depth: np.ndarray, layers: np.ndarray | None = None) -> None:
+    def add_frame(self, index: int, c2w: np.ndarray, depth: np.ndarray, layers: np.ndarray | None = None,
+                  K: np.ndarray | None = None) -> None:
         """Write one frame.
 
         Args:
@@ -93,6 +97,8 @@ class GroundTruthWriter:
             c2w: (4, 4) camera-to-world pose.
             depth: (H, W) z-depth at footage resolution, 0 where invalid.
             layers: optional (H, W) integer scene-layer ids in 0..255.
+            K: optional (3, 3) intrinsics of this frame at footage resolution (a zoom); give it
+                for every frame or for none.
         """
         index = int(index)
         if self.frames and index <= self.frames[-1]:
@@ -114,6 +120,10 @@ class GroundTruthWriter:
                 raise GroundTruthError(f"{self.root}: frame {index} layer ids must be in 0..255")
             if not cv2.imwrite(str(layers_path(self.root, index)), layers.astype(np.uint8)):
                 raise GroundTruthError(f"{self.root}: cannot write {layers_path(self.root, index)}")
+        if self.frames and (K is not None) != bool(self.frame_K):
+            raise GroundTruthError(f"{self.root}: frame {index}: give per-frame intrinsics for every frame or none")
+        if K is not None:
+            self.frame_K.append(_intrinsics(K, f"{self.root}: frame {index}"))
         with open(self.root / TRAJECTORY, "a") as f:
             f.write(format_tum(np.array([index / self.fps]), c2w[None]))
         self.frames.append(index)
@@ -124,6 +134,7 @@ class GroundTruthWriter:
             "width": self.width, "height": self.height, "fps": self.fps,
             "num_frames": len(self.frames), "K": self.K.tolist(),
             "layers": {str(i): name for i, name in sorted(self.layer_names.items())},
+            **({FRAME_K: np.stack(self.frame_K).tolist()} if self.frame_K else {}),
             **self.extra,
         })
 
@@ -148,6 +159,8 @@ class GroundTruth:
         poses: (N, 4, 4) float64 camera-to-world, row n for ``frames[n]``.
         layer_names: scene-layer id -> name.
         extra: the other fields of gt.json.
+        frame_K: (N, 3, 3) float64 per-frame intrinsics at footage resolution (a zoom), row n
+            for ``frames[n]``; None: ``K`` for every frame.
     """
 
     root: Path
@@ -159,6 +172,7 @@ class GroundTruth:
     poses: np.ndarray
     layer_names: dict[int, str]
     extra: dict[str, Any] = field(default_factory=dict)
+    frame_K: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -238,7 +252,14 @@ def load_ground_truth(gt_dir: str | Path) -> GroundTruth:
     if np.abs(exact - frames).max(initial=0.0) > _FRAME_TOLERANCE or np.any(np.diff(frames) <= 0):
         raise GroundTruthError(f"{root / TRAJECTORY}: timestamps must be increasing frame_index / fps "
                                f"(fps={fps})")
+    frame_K = None
+    if FRAME_K in meta:
+        frame_K = np.stack([_intrinsics(k, f"{meta_path}: {FRAME_K}[{n}]") for n, k in enumerate(meta[FRAME_K])]) \
+            if isinstance(meta[FRAME_K], list) else None
+        if frame_K is None or len(frame_K) != num_frames:
+            raise GroundTruthError(f"{meta_path}: {FRAME_K} must list one 3x3 matrix per frame ({num_frames})")
     return GroundTruth(
         root=root, width=width, height=height, fps=fps, K=K, frames=frames, poses=poses,
-        layer_names=layer_names, extra={k: v for k, v in meta.items() if k not in RESERVED_KEYS},
+        layer_names=layer_names, frame_K=frame_K,
+        extra={k: v for k, v in meta.items() if k not in (*RESERVED_KEYS, FRAME_K)},
     )

@@ -6,7 +6,8 @@ into the world of the first window:
 1. confidence mask: per frame, keep the top ``conf_keep`` share of valid pixels; on
    the overlap the mask used for fitting is mutual (both windows confident);
 2. intrinsics: estimated once from the first window (or given), then kept fixed;
-   depth is each point's z, re-projected through the fixed K;
+   depth is each point's z, re-projected through the fixed K (with a zoom, one K per
+   frame instead: ``core.lens``);
 3. Sim(3): a robust (IRLS) scale from the overlap depths, then rotation and
    translation by weighted Kabsch on the overlap cameras' centres plus points along
    their view and up directions;
@@ -26,6 +27,7 @@ from core.errors import UserError
 from core.geometry.camera import intrinsics
 from core.geometry.fitting import estimate_focal, robust_log_scale
 from core.geometry.transforms import apply_sim3_to_poses, rigid_align
+from core.lens import ZoomLens
 from core.run.arrays import AlignedWindow, WindowPrediction
 
 
@@ -49,6 +51,7 @@ class Reference:
             differs from a raw window by the whole accumulated per-layer correction and
             the robust scale would follow whichever layer dominates (worse
             trajectories). Layer alignment itself matches against ``depth``.
+        colors: (O, H, W, 3) uint8 RGB of the same frames, or None when unknown.
     """
 
     frames: np.ndarray
@@ -56,6 +59,7 @@ class Reference:
     depth: np.ndarray
     mask: np.ndarray
     sim3_depth: np.ndarray | None = None
+    colors: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.sim3_depth is None:
@@ -66,7 +70,7 @@ class Reference:
         """The last ``overlap`` frames of registered windows (oldest first), as read back from disk."""
         cat = lambda name: np.concatenate([getattr(w, name) for w in windows])[-overlap:]  # noqa: E731
         return cls(frames=cat("frames"), poses=cat("poses").astype(np.float64), depth=cat("depth"),
-                   mask=cat("mask"), sim3_depth=cat("sim3_depth"))
+                   mask=cat("mask"), sim3_depth=cat("sim3_depth"), colors=cat("colors"))
 
 
 class DepthRefiner(Protocol):
@@ -78,12 +82,14 @@ class DepthRefiner(Protocol):
     """
 
     def refine(self, reference: Reference, depth: np.ndarray, mask: np.ndarray, conf: np.ndarray,
-               poses: np.ndarray, K: np.ndarray) -> np.ndarray:
+               poses: np.ndarray, K: np.ndarray, colors: np.ndarray | None = None) -> np.ndarray:
         """(N, H, W) float32 factor for the window's Sim(3)-scaled ``depth`` (N, H, W).
 
         ``mask`` and ``conf`` are the window's confident pixels and confidence, ``poses``
-        its (N, 4, 4) world camera-to-world poses, ``K`` the fixed intrinsics; its first
-        ``len(reference.frames)`` frames show the reference's frames.
+        its (N, 4, 4) world camera-to-world poses, ``K`` the fixed (3, 3) intrinsics (with a zoom,
+        (N, 3, 3) per frame), ``colors`` its
+        (N, H, W, 3) uint8 frames; its first ``len(reference.frames)`` frames show the
+        reference's frames.
         """
         ...
 
@@ -222,7 +228,8 @@ def check_prediction(index: int, pred: WindowPrediction) -> None:
 
 def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.ndarray | None,
                     reference: Reference | None, conf_keep: float, focal_px: float | None = None,
-                    refiner: DepthRefiner | None = None) -> tuple[RegistrationResult, np.ndarray]:
+                    refiner: DepthRefiner | None = None,
+                    zoom: ZoomLens | None = None) -> tuple[RegistrationResult, np.ndarray]:
     """Register one window to the previous one.
 
     Args:
@@ -235,6 +242,9 @@ def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.n
         focal_px: known focal length at prediction resolution (first window only).
         refiner: optional depth refiner (layer-wise scale alignment) run after the
             Sim(3); the caller lets it ``observe`` the result.
+        zoom: a zooming lens's state (``--zoom``): each frame gets its own intrinsics
+            (the window's ``frame_K``; ``K`` is then their median and the refiner gets
+            them per frame); None for a fixed lens.
     Returns:
         (result, K): the aligned frames this window adds plus the next reference, and
         the fixed intrinsics.
@@ -242,7 +252,11 @@ def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.n
     check_prediction(index, pred)
     raw_depth = np.where(np.isfinite(pred.points).all(axis=-1), pred.points[..., 2], np.float32(np.nan))
     mask = confidence_mask(pred.conf, raw_depth, conf_keep)
-    if K is None:
+    frame_K = None
+    if zoom is not None:
+        frame_K = zoom.intrinsics(index, pred, mask)
+        K = np.median(frame_K, axis=0)
+    elif K is None:
         K = initial_intrinsics(pred, mask, focal_px)
     depth = np.where(np.isfinite(raw_depth) & (raw_depth > 0), raw_depth, 0).astype(np.float32)
 
@@ -263,10 +277,12 @@ def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.n
         poses = apply_sim3_to_poses(scale, R, t, pred.poses)
         depth = depth * np.float32(scale)
         if refiner is not None:
-            factor = np.asarray(refiner.refine(reference, depth, mask, pred.conf, poses, K), np.float32)
+            factor = np.asarray(refiner.refine(reference, depth, mask, pred.conf, poses,
+                                               K if frame_K is None else frame_K, pred.colors), np.float32)
         first_new = o
     sim3_depth = depth
     if factor is not None:
+        factor = factor.astype(np.float16).astype(np.float32)  # as stored, so a resumed run continues exactly
         depth = sim3_depth * factor
 
     keep = slice(first_new, None)
@@ -275,8 +291,10 @@ def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.n
         K=K.astype(np.float32), depth=depth[keep], conf=pred.conf[keep].astype(np.float32),
         colors=pred.colors[keep], mask=mask[keep], scale=float(scale),
         depth_factor=None if factor is None else factor[keep],
+        frame_K=None if frame_K is None else frame_K[keep].astype(np.float32),
     )
     tail = slice(max(len(pred) - overlap, 0), None) if overlap > 0 else slice(len(pred), None)
-    ref = Reference(frames=pred.frames[tail].astype(np.int64), poses=poses[tail],
-                    depth=depth[tail], mask=mask[tail], sim3_depth=sim3_depth[tail])
+    ref = Reference(frames=pred.frames[tail].astype(np.int64),
+                    poses=poses[tail].astype(np.float32).astype(np.float64),  # as stored, as above
+                    depth=depth[tail], mask=mask[tail], sim3_depth=sim3_depth[tail], colors=pred.colors[tail])
     return RegistrationResult(window=window, reference=ref), K

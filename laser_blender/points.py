@@ -32,8 +32,9 @@ def select_points(win: AlignedWindow, quota: int, conf_percentile: float, seed: 
 
 
 def window_points(win: AlignedWindow, m: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """(n, 3) run-world points of window pixels ``(m, i, j)`` from depth, K and pose."""
-    return unproject_pixels(j + 0.5, i + 0.5, win.depth[m, i, j], np.asarray(win.K, np.float64), win.poses[m])
+    """(n, 3) run-world points of window pixels ``(m, i, j)`` from depth, K (each frame's with a zoom) and pose."""
+    K = win.K if win.frame_K is None else win.frame_K[m]
+    return unproject_pixels(j + 0.5, i + 0.5, win.depth[m, i, j], np.asarray(K, np.float64), win.poses[m])
 
 
 def window_dynamic(run: RunDir, win: AlignedWindow) -> np.ndarray:
@@ -53,7 +54,8 @@ def window_dynamic(run: RunDir, win: AlignedWindow) -> np.ndarray:
     classify = np.zeros(depth.shape, bool)
     classify[head - lo:head - lo + len(win)] = win.mask
     poses = np.concatenate([w.poses for w in stack])[lo:hi]
-    dynamic = dynamic_pixels(depth, classify, win.K, poses)
+    K = win.K if win.frame_K is None else np.concatenate([w.frame_intrinsics for w in stack])[lo:hi]
+    dynamic = dynamic_pixels(depth, classify, K, poses)
     return dynamic[head - lo:head - lo + len(win)]
 
 

@@ -112,6 +112,8 @@ class Job(StreamSettings, Message):
             raise ValueError("give the focal length either in pixels (focal_px) or in mm (focal_mm), not both")
         if self.focal_mm is not None and self.sensor_width_mm is None:
             raise ValueError("focal_mm needs sensor_width_mm (the camera's sensor width in mm)")
+        if self.zoom and self.focal_mm is not None:
+            raise ValueError("zoom estimates a focal length per frame: it cannot take a known fixed focal_mm")
         if self.backbone == "synthetic" and not self.synthetic_scene:
             raise ValueError("backbone 'synthetic' needs synthetic_scene (the scene's ground-truth folder)")
         return self

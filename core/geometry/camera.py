@@ -28,19 +28,33 @@ def intrinsics(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
 
 
+def _focal_centre(K: np.ndarray) -> tuple:
+    """(fx, fy, cx, cy) of (3, 3) intrinsics as scalars, or of (F, 3, 3) ones as float32 (F, 1) columns
+    (which broadcast over a frame's (F, P) or (F, H, W)-flattened values like the scalars do)."""
+    if np.ndim(K) == 2:
+        return K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    K = np.asarray(K, np.float32)
+    return tuple(K[:, i, j, None] for i, j in ((0, 0), (1, 1), (0, 2), (1, 2)))
+
+
 def unproject(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
     """Camera-space points from z-depth.
 
     Args:
         depth: (..., H, W) z-depth.
-        K: (3, 3) intrinsics at the depth map's resolution.
+        K: (3, 3) intrinsics at the depth map's resolution, or (N, 3, 3) one per map of an
+            (N, H, W) ``depth`` (a zoom).
     Returns:
         (..., H, W, 3) float32 points in OpenCV camera axes.
     """
     h, w = depth.shape[-2:]
     u, v = pixel_grid(h, w)
-    x = (u - K[0, 2]) / K[0, 0]
-    y = (v - K[1, 2]) / K[1, 1]
+    if np.ndim(K) == 3:
+        fx, fy, cx, cy = (c[..., None] for c in _focal_centre(K))  # (N, 1, 1)
+    else:
+        fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    x = (u - cx) / fx
+    y = (v - cy) / fy
     depth = depth.astype(np.float32, copy=False)
     return np.stack([x * depth, y * depth, depth], axis=-1)
 
@@ -52,13 +66,15 @@ def unproject_pixels(u: np.ndarray, v: np.ndarray, z: np.ndarray, K: np.ndarray,
     Args:
         u, v: (P,) continuous pixel coordinates (pixel centres at +0.5).
         z: (P,) z-depth.
-        K: (3, 3) intrinsics.
+        K: (3, 3) intrinsics shared by all pixels, or (P, 3, 3) one per pixel (a zoom).
         world_from_cam: (4, 4) camera-to-world shared by all pixels, or (P, 4, 4) one per pixel.
     Returns:
         (P, 3) float64 world points.
     """
     z = np.asarray(z, np.float64)
-    cam = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], axis=-1)
+    K = np.asarray(K, np.float64)
+    fx, fy, cx, cy = K[..., 0, 0], K[..., 1, 1], K[..., 0, 2], K[..., 1, 2]
+    cam = np.stack([(u - cx) / fx * z, (v - cy) / fy * z, z], axis=-1)
     world_from_cam = np.asarray(world_from_cam, np.float64)
     if world_from_cam.ndim == 2:
         return cam @ world_from_cam[:3, :3].T + world_from_cam[:3, 3]
@@ -105,18 +121,19 @@ def project(points: np.ndarray, world_from_cam: np.ndarray, K: np.ndarray, shape
     Args:
         points: (P, 3) world points.
         world_from_cam: (F, 4, 4) camera-to-world of the cameras.
-        K: (3, 3) intrinsics.
+        K: (3, 3) intrinsics, or (F, 3, 3) one per camera (a zoom).
         shape: (H, W) of the images.
     """
     height, width = shape
+    fx, fy, cx, cy = _focal_centre(K)
     R = world_from_cam[:, :3, :3].astype(np.float32)
     t = world_from_cam[:, :3, 3].astype(np.float32)
     cam = (points[None] - t[:, None]) @ R  # rows: R^T (p - t), world to camera
     z = cam[..., 2]
     front = z > 0
     z_safe = np.where(front, z, 1.0)
-    col = np.floor(K[0, 0] * cam[..., 0] / z_safe + K[0, 2])
-    row = np.floor(K[1, 1] * cam[..., 1] / z_safe + K[1, 2])
+    col = np.floor(fx * cam[..., 0] / z_safe + cx)
+    row = np.floor(fy * cam[..., 1] / z_safe + cy)
     ok = front & (col >= 0) & (col < width) & (row >= 0) & (row < height)
     frame = np.broadcast_to(np.arange(world_from_cam.shape[0])[:, None], z.shape)
     return Projection(frame[ok], row[ok].astype(np.int64), col[ok].astype(np.int64), z[ok])

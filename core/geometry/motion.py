@@ -46,7 +46,7 @@ def dynamic_pixels(depth: np.ndarray, valid: np.ndarray, K: np.ndarray, world_fr
         seen_valid: (M, H, W) bool, the depth a neighbour may see with (default: every
             positive finite depth; a far background is often not confident, yet it is
             what shows that something moved in front of it).
-        K: (3, 3) intrinsics of the depth maps.
+        K: (3, 3) intrinsics of the depth maps, or (M, 3, 3) one per map (a zoom).
         world_from_cam: (M, 4, 4) poses in one world.
         offsets: neighbours compared, as positions in the stack (consecutive frames).
     Returns:
@@ -57,13 +57,16 @@ def dynamic_pixels(depth: np.ndarray, valid: np.ndarray, K: np.ndarray, world_fr
     sources = np.flatnonzero(ok.any(axis=(1, 2)))  # frames with pixels to classify (the rest only see)
     row = np.full(m_count, -1)
     row[sources] = np.arange(len(sources))
+    K = np.asarray(K, np.float32)
     cam_points = unproject(np.where(ok[sources], depth[sources], 1).astype(np.float32),
-                           np.asarray(K, np.float32))  # (S, H, W, 3)
+                           K if K.ndim == 2 else K[sources])  # (S, H, W, 3)
     known = np.isfinite(depth) & (depth > 0) if seen_valid is None else seen_valid & np.isfinite(depth) & (depth > 0)
     seen = _min_filter3(np.where(known, depth, np.inf).astype(np.float32))  # inf where nothing is known
     poses = np.asarray(world_from_cam, np.float64)
     cam_from_world = np.linalg.inv(poses)
     K = np.asarray(K, np.float64)
+    if K.ndim == 2:
+        K = np.broadcast_to(K, (m_count, 3, 3))
     votes = np.zeros(depth.shape, np.int16)
     checks = np.zeros(depth.shape, np.int16)
     for o in offsets:
@@ -76,8 +79,9 @@ def dynamic_pixels(depth: np.ndarray, valid: np.ndarray, K: np.ndarray, world_fr
              + tgt_from_src[:, None, :3, 3]).reshape(len(src), h, w, 3)
         z = p[..., 2]
         with np.errstate(divide="ignore", invalid="ignore"):
-            j = np.floor(p[..., 0] * np.float32(K[0, 0]) / z + np.float32(K[0, 2])).astype(np.int32)
-            i = np.floor(p[..., 1] * np.float32(K[1, 1]) / z + np.float32(K[1, 2])).astype(np.int32)
+            f, c = K[tgt][:, None, None, :2, :2].astype(np.float32), K[tgt][:, None, None, :2, 2].astype(np.float32)
+            j = np.floor(p[..., 0] * f[..., 0, 0] / z + c[..., 0]).astype(np.int32)
+            i = np.floor(p[..., 1] * f[..., 1, 1] / z + c[..., 1]).astype(np.int32)
         inside = ok[src] & (z > 0) & (i >= 0) & (i < h) & (j >= 0) & (j < w)
         there = seen[tgt[:, None, None], np.clip(i, 0, h - 1), np.clip(j, 0, w - 1)]
         checked = inside & np.isfinite(there)

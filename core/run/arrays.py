@@ -71,7 +71,8 @@ class AlignedWindow:
         index: window index, 0-based.
         frames: (M,) int64 source frame indices (the frames not already emitted).
         poses: (M, 4, 4) float32 world camera-to-world poses.
-        K: (3, 3) float32 intrinsics at prediction resolution (fixed for the run).
+        K: (3, 3) float32 intrinsics at prediction resolution (fixed for the run; with a
+            zoom, the median of ``frame_K``).
         depth: (M, H, W) float32 world-scale depth (z along the optical axis), final.
         conf: (M, H, W) float32 confidence as predicted.
         colors: (M, H, W, 3) uint8 RGB.
@@ -80,6 +81,8 @@ class AlignedWindow:
         depth_factor: (M, H, W) float32 per-pixel factor the depth refiner (layer-wise
             scale alignment) applied on top of the Sim(3): ``depth = sim3_depth *
             depth_factor``; None when no refiner ran.
+        frame_K: (M, 3, 3) float32 per-frame intrinsics at prediction resolution when the
+            lens zooms (``--zoom``); None: ``K`` for every frame (a fixed lens).
     """
 
     index: int
@@ -92,6 +95,7 @@ class AlignedWindow:
     mask: np.ndarray
     scale: float = 1.0
     depth_factor: np.ndarray | None = None
+    frame_K: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         m, h, w = self.depth.shape
@@ -103,7 +107,15 @@ class AlignedWindow:
             "colors": (self.colors, (m, h, w, 3)),
             "mask": (self.mask, (m, h, w)),
             "depth_factor": (self.depth_factor, (m, h, w)),
+            "frame_K": (self.frame_K, (m, 3, 3)),
         })
+
+    @property
+    def frame_intrinsics(self) -> np.ndarray:
+        """(M, 3, 3) intrinsics of each frame: ``frame_K``, or ``K`` repeated for a fixed lens."""
+        if self.frame_K is not None:
+            return self.frame_K
+        return np.broadcast_to(self.K, (len(self.frames), 3, 3))
 
     @property
     def shape(self) -> tuple[int, int]:

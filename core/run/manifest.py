@@ -62,7 +62,7 @@ class InputGeometry(BaseModel):
         )
 
     def intrinsics_to_footage(self, K: np.ndarray) -> np.ndarray:
-        """Express (3, 3) intrinsics at prediction resolution at footage resolution."""
+        """Express (3, 3) (or (N, 3, 3) per-frame) intrinsics at prediction resolution at footage resolution."""
         return self.to_footage() @ K
 
 

@@ -7,7 +7,10 @@ feed-forward network:
 * every scene layer gets its own depth scale in each window (monocular layer-scale
   inconsistency), drifting smoothly from window to window;
 * per-frame pose noise, per-pixel depth noise;
-* confidence that drops at depth edges and far away.
+* confidence that drops at depth edges and far away;
+* optionally, per-frame focal-length noise, with the points consistent with the noisy
+  intrinsics (pi3-like: the focal is only in the points), and the intrinsics themselves
+  predicted (VGGT-like). A zooming scene's focal length changes per frame (``SceneConfig.zoom``).
 
 All amplitudes are parameters; :meth:`SyntheticNoise.none` gives exact predictions.
 """
@@ -43,6 +46,8 @@ class SyntheticNoise:
         pose_trans: per-frame camera-centre noise (metres, standard deviation).
         edge_conf: confidence factor on depth edges.
         far_conf: depth (metres) at which confidence halves.
+        focal_noise: relative per-frame focal-length noise (standard deviation).
+        predict_intrinsics: also predict per-frame intrinsics (as VGGT and DA3 do; pi3 does not).
     """
 
     seed: int = 0
@@ -56,6 +61,8 @@ class SyntheticNoise:
     pose_trans: float = 0.005
     edge_conf: float = 0.2
     far_conf: float = 30.0
+    focal_noise: float = 0.0
+    predict_intrinsics: bool = False
 
     @classmethod
     def none(cls, seed: int = 0) -> "SyntheticNoise":
@@ -112,7 +119,6 @@ class SyntheticBackbone:
     def predict(self, images: np.ndarray, frames: np.ndarray) -> WindowPrediction:
         n = self.noise
         h, w = images.shape[1:3]
-        K = self.scene.K(w, h)
         first = int(frames[0])
         s, R, t = self.window_frame(first)
         layer_scale = self.layer_scales(first)
@@ -121,6 +127,7 @@ class SyntheticBackbone:
         depth = np.empty((len(frames), h, w), np.float32)
         conf = np.empty_like(depth)
         poses = np.empty((len(frames), 4, 4), np.float64)
+        Ks = self.intrinsics(frames, w, h)
         for i, f in enumerate(frames):
             gt = self.scene.render(int(f), w, h)
             d = gt["depth"] * layer_scale[gt["layers"]].astype(np.float32)
@@ -135,10 +142,21 @@ class SyntheticBackbone:
                 pose[:3, 3] += rng.normal(scale=n.pose_trans, size=3)
             poses[i] = pose
         poses = apply_sim3_to_poses(s, R, t, poses)
+        points = np.stack([unproject(d, K) for d, K in zip(depth, Ks)])
         return WindowPrediction(
-            frames=np.asarray(frames, np.int64), points=unproject(depth, K), poses=poses.astype(np.float32),
+            frames=np.asarray(frames, np.int64), points=points, poses=poses.astype(np.float32),
             conf=conf, colors=np.ascontiguousarray(images, dtype=np.uint8),
+            intrinsics=Ks.astype(np.float32) if n.predict_intrinsics else None,
         )
+
+    def intrinsics(self, frames: np.ndarray, w: int, h: int) -> np.ndarray:
+        """(N, 3, 3) predicted intrinsics of ``frames`` at (w, h): the scene's (zoomed) ones with
+        ``focal_noise`` (each window draws its own, so a shared frame's two predictions differ)."""
+        Ks = np.stack([self.scene.K(w, h, int(f)) for f in frames])
+        if self.noise.focal_noise:
+            rng = np.random.default_rng([self.noise.seed, 3, int(frames[0])])
+            Ks[:, :2, :2] *= (1 + self.noise.focal_noise * rng.standard_normal(len(frames)))[:, None, None]
+        return Ks
 
     def _confidence(self, depth: np.ndarray) -> np.ndarray:
         """(H, W) in (0, 1]: lower far away and on depth discontinuities."""

@@ -90,7 +90,7 @@ def read_shot(run_dir: str | Path) -> Shot:
     for win in windows:
         frames.append(win.frames)
         poses.append(win.poses.astype(np.float64))
-        Ks.append(np.broadcast_to(geometry.intrinsics_to_footage(win.K.astype(np.float64)), (len(win), 3, 3)))
+        Ks.append(geometry.intrinsics_to_footage(win.frame_intrinsics.astype(np.float64)))
     transform = run.scene_transform()
     frames = np.concatenate(frames)
     return Shot(frames=frames, scene_from_cam=transform.apply_poses(np.concatenate(poses)), K=np.concatenate(Ks),
