@@ -8,7 +8,7 @@ from core.run.manifest import RunStatus
 from core.run.scene_transform import Units
 from laser_blender import scene_edit
 
-from . import operators, properties
+from . import export_menu, operators, properties
 
 
 def draw_panel(layout, context) -> None:
@@ -45,10 +45,13 @@ def draw_reconstruct(layout, context) -> None:
         lsa = box.box().column(align=True)
         for name in properties.LAYER_PROPERTIES:
             lsa.prop(settings, f"lsa_{name}")
-    box.prop(settings, "use_focal")
+    box.prop(settings, "zoom")
+    row = box.row()
+    row.prop(settings, "use_focal")
+    row.enabled = not settings.zoom  # a zoom estimates the focal length of every frame
     sub = box.column(align=True)
     sub.prop(settings, "focal_mm")
-    sub.enabled = settings.use_focal
+    sub.enabled = settings.use_focal and not settings.zoom
     box.prop(settings, "sensor_width")
 
     box = layout.box()
@@ -77,6 +80,23 @@ def draw_reconstruct(layout, context) -> None:
     layout.operator(operators.LASER_OT_import_run.bl_idname, icon="IMPORT")
 
 
+def draw_solve(layout, context) -> None:
+    """The camera solve of the active object's run, like the Movie Clip Editor's "Solve error"."""
+    if scene_edit.run_collection(context.active_object) is None:
+        layout.label(text="Select a run's point cloud or camera", icon="INFO")
+        return
+    report = scene_edit.shown_solve(context.active_object)
+    if report is None:
+        layout.label(text="No camera solve in this run")
+        return
+    col = layout.column(align=True)
+    col.label(text=report.error_text())
+    col.label(text=f"{report.points:,} points, {report.inliers:,} inlier observations")
+    if report.distortion is not None:
+        col.label(text=f"Distortion k1 {report.distortion[0]:.4f}, k2 {report.distortion[1]:.4f}")
+    col.label(text="Per frame: the camera's solve_error_px curve")
+
+
 def draw_scene(layout, context) -> None:
     """Orientation and scale of the active object's run, like the Movie Clip Editor's Solve > Orientation."""
     transform = scene_edit.shown_transform(context.active_object)
@@ -102,9 +122,18 @@ def draw_scene(layout, context) -> None:
     row.operator(operators.LASER_OT_reset_scene.bl_idname, icon="LOOP_BACK")
 
 
+def draw_export(layout, context) -> None:
+    """The formats Blender has no exporter of its own for (also in File > Export), on the active object's run."""
+    col = layout.column(align=True)
+    for op in export_menu.OPERATORS:
+        col.operator(op.bl_idname, text=op.bl_label.removesuffix(" (LASER)"), icon="EXPORT")
+
+
 SECTIONS: list[tuple[str, str, object]] = [
     ("reconstruct", "Reconstruct", draw_reconstruct),
+    ("solve", "Solve", draw_solve),
     ("scene", "Scene", draw_scene),
+    ("export", "Export", draw_export),
 ]
 """(id, title, draw(layout, context)) of the panel's sections, in order: Reconstruct, Solve, Scene, Export
 (a feature adds its section at its place in this order)."""

@@ -20,12 +20,15 @@ import numpy as np
 
 from core import events
 from core.backbones.base import Backbone
+from core.lens import ZoomLens
 from core.registration import DepthRefiner, Reference, register_window
 from core.run.arrays import WindowPrediction
 from core.run.files import RunDirError, RunDirRefused
 from core.run.manifest import InputGeometry, PredictionsMeta, RunManifest, RunStatus, SourceInfo, resume_differences
 from core.run.rundir import PredictionsDir, RunDir, RunWriter, load_aligned, load_prediction
 from core.run.settings import EngineSettings
+from core.solve.stage import CameraSolve
+from core.solve.tracks import WindowTracker, WindowTracks
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,9 @@ class FrameSourceLike(Protocol):
 
     def frames(self, geometry: InputGeometry | None = None, skip: int = 0,
                warn: Callable[[str], None] | None = None) -> Iterator[tuple[int, np.ndarray]]: ...
+
+    def frame_pairs(self, geometry: InputGeometry | None = None, skip: int = 0,
+                    warn: Callable[[str], None] | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]: ...
 
 
 def count_windows(num_frames: int, window: int, overlap: int) -> int:
@@ -89,17 +95,30 @@ def depth_refiner(settings: EngineSettings) -> DepthRefiner | None:
     return LayerAligner(settings.layer)
 
 
+def zoom_lens(settings: EngineSettings) -> ZoomLens | None:
+    """The per-frame intrinsics state of a zooming lens (``--zoom``), or None for a fixed lens."""
+    return ZoomLens() if settings.zoom else None
+
+
 # --------------------------------------------------------------------------- consumer
 
 class _State:
-    """Registration state carried from window to window."""
+    """Registration state carried from window to window.
 
-    def __init__(self, refiner: DepthRefiner | None):
+    With a camera solve, ``tracks`` holds each window's footage tracks from when its frames are
+    read (inference thread) until it is registered (registration thread).
+    """
+
+    def __init__(self, refiner: DepthRefiner | None, solve: CameraSolve | None = None,
+                 zoom: ZoomLens | None = None):
         self.K: np.ndarray | None = None
+        self.zoom = zoom
         self.reference: Reference | None = None
         self.windows_done = 0
         self.frames_done = 0
         self.refiner = refiner
+        self.solve = solve
+        self.tracks: dict[int, WindowTracks] = {}
 
 
 class _Failure:
@@ -130,7 +149,13 @@ def _register_stream(next_item: Callable[[], Any], writer: RunWriter, settings: 
         index, pred = item
         result, state.K = register_window(
             index, pred, overlap=settings.overlap, K=state.K, reference=state.reference,
-            conf_keep=settings.conf_keep, focal_px=focal_pred, refiner=state.refiner)
+            conf_keep=settings.conf_keep, focal_px=focal_pred, refiner=state.refiner, zoom=state.zoom)
+        if state.solve is not None:
+            solved = state.solve.refine(result, state.reference, state.K, state.tracks.pop(index))
+            if solved.warning:
+                emit(events.Notice(solved.warning))
+            result = solved.result
+            writer.write_solve(index, solved.bundles, state.solve.report(state.K))
         path = writer.write_aligned(result.window)
         state.reference = result.reference
         if state.refiner is not None:
@@ -184,21 +209,42 @@ def predict_in_order(backbone: Backbone) -> Predictor:
     return predict
 
 
+def _tracked(pairs: Iterator[tuple[int, np.ndarray, np.ndarray]], tracker: WindowTracker,
+             position: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(index, network input)`` of ``pairs``, each footage frame fed to ``tracker`` (from stream ``position``)."""
+    for index, image, footage in pairs:
+        tracker.feed(position, index, footage)
+        position += 1
+        yield index, image
+
+
 def _window_inputs(source: FrameSourceLike, geometry: InputGeometry, settings: EngineSettings, first_window: int,
-                   stop: threading.Event, emit: EventSink) -> Iterator[WindowInput]:
-    """The windows of ``source`` from ``first_window`` on, each announced by a Predicting event."""
-    stream = source.frames(geometry, skip=first_window * settings.step,
-                           warn=lambda message: emit(events.Notice(message)))
+                   stop: threading.Event, emit: EventSink,
+                   tracks: dict[int, WindowTracks] | None = None) -> Iterator[WindowInput]:
+    """The windows of ``source`` from ``first_window`` on, each announced by a Predicting event.
+
+    With ``tracks``, the footage is tracked as it is read and each window's tracks are put there
+    (under its index) before the window is handed on.
+    """
+    skip, warn = first_window * settings.step, lambda message: emit(events.Notice(message))
+    if tracks is None:
+        stream = source.frames(geometry, skip=skip, warn=warn)
+    else:
+        tracker = WindowTracker(tuple(geometry.footage), settings.window, settings.overlap)
+        stream = _tracked(source.frame_pairs(geometry, skip=skip, warn=warn), tracker, skip)
     for index, items in iter_windows(stream, settings.window, settings.overlap, first_window):
         if stop.is_set():
             return
+        if tracks is not None:
+            tracks[index] = tracker.take(index)
         frames = np.array([i for i, _ in items], dtype=np.int64)
         emit(events.Predicting(index=index, first_frame=int(frames[0]), last_frame=int(frames[-1])))
         yield index, frames, np.stack([img for _, img in items])
 
 
 def _producer(source: FrameSourceLike, geometry: InputGeometry, predictor: Predictor, settings: EngineSettings,
-              out: "queue.Queue", stop: threading.Event, first_window: int, emit: EventSink) -> None:
+              out: "queue.Queue", stop: threading.Event, first_window: int, emit: EventSink,
+              tracks: dict[int, WindowTracks] | None) -> None:
     def put(item) -> bool:
         while not stop.is_set():
             try:
@@ -209,7 +255,7 @@ def _producer(source: FrameSourceLike, geometry: InputGeometry, predictor: Predi
         return False
 
     try:
-        for item in predictor(_window_inputs(source, geometry, settings, first_window, stop, emit)):
+        for item in predictor(_window_inputs(source, geometry, settings, first_window, stop, emit, tracks)):
             if stop.is_set() or not put(item):
                 return
         put(_END)
@@ -245,6 +291,10 @@ def _resume_state(run: RunDir, state: _State, overlap: int) -> int:
     state.frames_done = sum(len(w) for w in windows)
     if state.refiner is not None:
         state.refiner.restore(windows)
+    if state.zoom is not None:
+        state.zoom.restore(windows)
+    if state.solve is not None:
+        state.solve.restore([bundles for index, bundles in run.window_bundles() if index < len(windows)])
     return len(windows)
 
 
@@ -327,7 +377,8 @@ def reconstruct(source: FrameSourceLike, backbone: Backbone, run_dir: Path, sett
     if backbone.licence:
         emit(events.Notice(backbone.licence))
 
-    state, first_window = _State(depth_refiner(settings)), 0
+    state, first_window = _State(depth_refiner(settings), CameraSolve(geometry) if settings.refine else None,
+                                 zoom_lens(settings)), 0
     if resume:
         first_window = _resume_state(run, state, settings.overlap)
     writer = RunWriter(run, fps=info.fps)
@@ -348,7 +399,7 @@ def reconstruct(source: FrameSourceLike, backbone: Backbone, run_dir: Path, sett
     stop = threading.Event()
     producer = threading.Thread(target=_producer, name="laser-inference", daemon=True,
                                 args=(source, geometry, predictor or predict_in_order(backbone), settings, q, stop,
-                                      first_window, emit))
+                                      first_window, emit, state.tracks if state.solve is not None else None))
     producer.start()
     try:
         return _run_stream(writer, settings, state, geometry,
@@ -399,5 +450,6 @@ def align(pred_dir: Path, run_dir: Path, settings: EngineSettings, *, on_event: 
     emit(events.Started(total_frames=None, fps=meta.fps, width=geometry.footage[0], height=geometry.footage[1],
                         pred_width=meta.width, pred_height=meta.height, windows_done=0, frames_done=0))
     windows = _checked_predictions(predictions, meta)
-    return _run_stream(writer, settings, _State(depth_refiner(settings)), geometry, lambda: next(windows, _END),
+    return _run_stream(writer, settings, _State(depth_refiner(settings), zoom=zoom_lens(settings)), geometry,
+                       lambda: next(windows, _END),
                        emit, cancel or threading.Event(), None)

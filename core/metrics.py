@@ -184,3 +184,28 @@ def pointcloud_metrics(pred: np.ndarray, gt: np.ndarray, max_points: int = 200_0
     accuracy = float(cKDTree(gt).query(pred, workers=-1)[0].mean())
     completeness = float(cKDTree(pred).query(gt, workers=-1)[0].mean())
     return {"accuracy": accuracy, "completeness": completeness, "chamfer": (accuracy + completeness) / 2}
+
+
+def triangulated_reprojection_rms(world_from_cam: np.ndarray, K: np.ndarray, uv: np.ndarray,
+                                  seen: np.ndarray) -> float:
+    """How well cameras explain exact observations: RMS pixel error after triangulating and reprojecting.
+
+    Each point's exact observations are triangulated (linear DLT) with the given cameras and
+    reprojected with them; the error does not depend on the cameras' world frame or scale, so an
+    estimate can be scored against the truth's pixels without aligning it first.
+
+    Args:
+        world_from_cam: (F, 4, 4) estimated camera-to-world poses.
+        K: (3, 3) estimated intrinsics (pixels of ``uv``).
+        uv: (F, P, 2) true pixel positions of P static points in the F frames.
+        seen: (F, P) bool where the point is visible; points seen fewer than twice are ignored.
+    """
+    seen = seen & (seen.sum(0) >= 2)[None]
+    P = K @ np.linalg.inv(world_from_cam)[:, :3, :]  # (F, 3, 4) world -> pixel
+    A = np.concatenate([uv[..., :1, None] * P[:, None, 2:] - P[:, None, :1],
+                        uv[..., 1:, None] * P[:, None, 2:] - P[:, None, 1:2]], -2)  # (F, P, 2, 4)
+    A = (A * seen[..., None, None]).transpose(1, 0, 2, 3).reshape(uv.shape[1], -1, 4)
+    X = np.linalg.svd(A)[2][:, -1]
+    proj = np.einsum("fij,pj->fpi", P, X)
+    err = np.linalg.norm(proj[..., :2] / proj[..., 2:] - uv, axis=-1)
+    return float(np.sqrt((err[seen] ** 2).mean()))

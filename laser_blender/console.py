@@ -1,4 +1,4 @@
-"""Terminal plumbing shared by the CLI commands: progress bar, Ctrl-C, user-facing errors."""
+"""Terminal plumbing shared by the CLI commands: progress bar, Ctrl-C, user-facing errors, the run's summary."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Callable, Iterator
 
 from tqdm import tqdm
 
 from core import events
+from core.run.rundir import RunDir
 from laser_blender.outcome import ExitCode
 
 
@@ -19,6 +21,13 @@ def fail(message: str, code: ExitCode = ExitCode.USER_ERROR) -> int:
     """Print ``laser-blender: error: message`` on stderr; returns ``code``."""
     print(f"laser-blender: error: {message}", file=sys.stderr)
     return code
+
+
+def print_solve(run_dir: str | Path) -> None:
+    """``laser-blender: Solve error: 0.23 px (...)`` on stderr when the run has a camera solve (solve.json)."""
+    report = RunDir(Path(run_dir)).read_solve()
+    if report is not None:
+        print(f"laser-blender: {report.summary()}", file=sys.stderr)
 
 
 @contextlib.contextmanager

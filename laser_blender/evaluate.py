@@ -27,6 +27,7 @@ from core.metrics import ate, depth_errors, pointcloud_metrics, rpe, subsample, 
 from core.run.files import RunDirError
 from core.run.manifest import InputGeometry
 from core.run.rundir import RunDir
+from core.run.solve import SolveReport
 
 DEFAULT_MAX_POINTS = 200_000
 MAX_RATIO_SAMPLES = 4_000_000  # depth ratios kept for the global median scale
@@ -63,7 +64,7 @@ class _Join:
     run_dir: Path
     gt: GroundTruth
     A: np.ndarray  # prediction -> ground-truth pixels
-    K_gt: np.ndarray  # ground-truth intrinsics on the prediction grid
+    K_gt: np.ndarray  # ground-truth intrinsics on the prediction grid (one per gt frame with a zoom: (N, 3, 3))
     size: tuple[int, int]  # prediction (w, h)
     run_frames: int = 0
 
@@ -97,10 +98,11 @@ def _first_pass(join: _Join, max_points: int):
         ratios.append(subsample(gt_depth[valid] / depth[valid], ratio_cap))
         run_valid = valid_depth(depth, depth, win.mask[i])
         run_points.append(transform_points(win.poses[i].astype(np.float64),
-                                           subsample(unproject(depth, win.K)[run_valid], point_cap)))
+                                           subsample(unproject(depth, win.frame_intrinsics[i])[run_valid], point_cap)))
         gt_valid = valid_depth(gt_depth, gt_depth, win.mask[i])
         gt_points.append(transform_points(join.gt.poses[row],
-                                          subsample(unproject(gt_depth, join.K_gt)[gt_valid], point_cap)))
+                                          subsample(unproject(gt_depth, join.K_gt if join.K_gt.ndim == 2
+                                                              else join.K_gt[row])[gt_valid], point_cap)))
     if len(rows) < 3:
         raise GroundTruthError(f"only {len(rows)} of the run's {join.run_frames} frames are in the ground truth "
                                f"{join.gt.root} (frames {join.gt.frames[0]}..{join.gt.frames[-1]}); need 3")
@@ -150,7 +152,8 @@ def evaluate_run(run_dir: str | Path, gt_dir: str | Path, max_points: int = DEFA
         those the run's confidence mask keeps; both subsampled to about ``max_points``;
         with scene layers in the ground truth, ``layer_log_ratio_std``: per layer name, the
         standard deviation over frames of the median log(scaled depth / true depth) of its pixels
-        (0 when each layer keeps one scale through time), and ``layer_log_ratio_std_mean``.
+        (0 when each layer keeps one scale through time), and ``layer_log_ratio_std_mean``;
+        with a camera solve (``RUN/solve.json``), ``solve``: its figures without the per-frame errors.
     """
     run_dir, gt = Path(run_dir), load_ground_truth(gt_dir)
     run = RunDir(run_dir)
@@ -160,7 +163,7 @@ def evaluate_run(run_dir: str | Path, gt_dir: str | Path, max_points: int = DEFA
     # A run that recorded no geometry read the ground truth's footage resized to the prediction size.
     geometry = run.geometry(footage=(gt.width, gt.height))
     A = prediction_to_gt_pixels(geometry, (gt.width, gt.height))
-    join = _Join(run_dir, gt, A, np.linalg.inv(A) @ gt.K, tuple(geometry.size))
+    join = _Join(run_dir, gt, A, np.linalg.inv(A) @ (gt.K if gt.frame_K is None else gt.frame_K), tuple(geometry.size))
 
     rows, est_poses, depth_scale, run_points, gt_points = _first_pass(join, max_points)
     gt_poses = gt.poses[rows]
@@ -182,6 +185,9 @@ def evaluate_run(run_dir: str | Path, gt_dir: str | Path, max_points: int = DEFA
     if spread:
         metrics["layer_log_ratio_std"] = spread
         metrics["layer_log_ratio_std_mean"] = float(np.mean(list(spread.values())))
+    solve = run.read_solve()
+    if solve is not None:
+        metrics["solve"] = solve.model_dump(mode="json", exclude={"per_frame_px"})
     return metrics
 
 
@@ -201,4 +207,6 @@ def format_report(metrics: dict[str, Any]) -> str:
         per_layer = ", ".join(f"{name} {v:.4g}" for name, v in metrics["layer_log_ratio_std"].items())
         lines.append(f"layer drift std of log depth ratio over time: mean {metrics['layer_log_ratio_std_mean']:.4g}"
                      f" ({per_layer})")
+    if "solve" in metrics:
+        lines.append(f"solve       {SolveReport.model_validate(metrics['solve']).summary()}")
     return "\n".join(lines)

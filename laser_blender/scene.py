@@ -3,7 +3,8 @@
 Everything a run becomes lives in one collection per run (``LASER <run name>``):
 
 * a camera with one keyframe per source frame, its lens, sensor and shift taken
-  from the run's intrinsics expressed at footage resolution;
+  from the run's intrinsics expressed at footage resolution (a run made with ``--zoom``
+  keys the lens on the camera data at every frame);
 * the footage as a MovieClip, shown as the camera's background;
 * one point-cloud mesh per aligned window (vertices with ``Color``, ``conf``,
   ``frame`` and ``dynamic`` attributes) drawn as points in the viewport and in renders
@@ -12,10 +13,15 @@ Everything a run becomes lives in one collection per run (``LASER <run name>``):
   :func:`laser_blender.points.window_dynamic`) only on their own frame;
 * an Empty, the scene root, parent of the camera and the clouds: its matrix is the
   run's scene transform (``RUN/scene.json``: floor, origin, axes, scale), so changing
-  that transform re-applies to the whole run without re-importing anything.
+  that transform re-applies to the whole run without re-importing anything;
+* with a camera solve (``RUN/solve.json``, ``RUN/bundles/``): the "bundles" mesh of the solve's
+  track points (``Color``, ``error_px`` the RMS of each point's observations, ``observations``
+  its track length), under the root and growing window by window; the per-frame solve error
+  keyed on the camera as the custom property ``solve_error_px`` (graph it in the Graph Editor);
+  solve.json's figures on the collection (``laser_solve``, JSON) for the add-on's Solve panel.
 
-Adding a window never touches what earlier windows created, so a growing run is
-imported incrementally while the worker streams.
+Adding a window never touches what earlier windows created (the bundles mesh only grows), so
+a growing run is imported incrementally while the worker streams.
 
 Conventions:
 
@@ -48,6 +54,7 @@ from core.run.manifest import InputGeometry
 from core.run.files import RunDirError, read_npz_array
 from core.run.rundir import PredictionsDir, RunDir, load_aligned
 from core.run.scene_transform import SceneTransform
+from core.run.solve import Bundles
 from laser_blender.points import select_points, window_dynamic, window_points
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,6 +68,8 @@ MATERIAL = "LASER point colour"
 # Point colour attribute. Not "color": Cycles renders a point cloud attribute of that
 # exact name black (Blender 4.5); "Color" is also Blender's default for meshes.
 COLOR = "Color"
+SOLVE_ERROR = "solve_error_px"  # the camera's custom property keyed with each frame's solve error
+SOLVE_FIGURES = "laser_solve"  # the collection's copy of solve.json without the per-frame errors (JSON)
 # Frames assumed when a run does not (yet) say how long the footage is: the budget
 # is then spread as if the shot had this many frames, and never exceeded.
 FALLBACK_FRAME_COUNT = 1000
@@ -97,7 +106,7 @@ class SceneOptions:
 # --------------------------------------------------------------------------- numpy side
 
 def footage_intrinsics(K: np.ndarray, geometry: InputGeometry) -> np.ndarray:
-    """(3, 3) intrinsics at prediction resolution -> at footage resolution."""
+    """(3, 3) (or (N, 3, 3) per-frame) intrinsics at prediction resolution -> at footage resolution."""
     return geometry.intrinsics_to_footage(np.asarray(K, np.float64))
 
 
@@ -281,7 +290,9 @@ class RunScene:
 
     State lives in the collection's custom properties (``laser_run`` run directory,
     ``laser_windows`` imported window indices, ``laser_points`` point count,
-    ``laser_radius`` point radius), so a saved .blend can be extended later. The root
+    ``laser_radius`` point radius, ``laser_bundle_windows`` the windows whose solve points
+    are in the bundles mesh, ``laser_solve`` solve.json without its per-frame errors), so a
+    saved .blend can be extended later. The root
     Empty (``laser_root`` set; ``laser_scene`` its SceneTransform as JSON) parents the
     camera and the clouds.
     """
@@ -410,7 +421,14 @@ class RunScene:
 
     @property
     def point_objects(self) -> list:
-        return sorted((o for o in self.collection.objects if o.type == "MESH"), key=lambda o: o.name)
+        """The dense point clouds (one mesh per window), not the solve's bundles."""
+        return sorted((o for o in self.collection.objects if o.type == "MESH" and not o.get("laser_bundles")),
+                      key=lambda o: o.name)
+
+    @property
+    def bundles_object(self):
+        """The mesh of the camera solve's track points; None while the run has none."""
+        return next((o for o in self.collection.objects if o.get("laser_bundles")), None)
 
     # ---------------------------------------------------------------- windows
 
@@ -424,12 +442,15 @@ class RunScene:
         if not self.windows:
             self._set_lens(win.K)
         self._add_camera_keys(win.frames, win.poses)
+        if win.frame_K is not None:
+            self._key_lens(win.frames, win.frame_K)
         added = self._add_points(win)
         first = not self.windows
         self.collection["laser_windows"] = sorted(self.windows | {win.index})
         self.collection["laser_points"] = self.points + added
         if first:  # the first-camera anchoring needs the first window
             self.apply_scene_transform()
+        self.sync_solve()
         return added
 
     def add_window_file(self, path: Path) -> int:
@@ -444,7 +465,81 @@ class RunScene:
             if index not in done:
                 self.add_window(load_aligned(path, index))
                 new.append(index)
+        self.sync_solve()
         return new
+
+    # ---------------------------------------------------------------- camera solve
+
+    def sync_solve(self) -> None:
+        """Bring the solve up to date with the disk: add the bundles of imported windows the mesh lacks,
+        key every frame's solve error on the camera and keep solve.json's figures (nothing without a solve)."""
+        run = self.info.run
+        report = run.read_solve()
+        if report is None:
+            return
+        done, imported = {int(i) for i in self.collection.get("laser_bundle_windows", [])}, self.windows
+        for index, _ in run.bundle_windows():
+            if index in imported and index not in done:
+                self._add_bundles(run.load_bundles(index))
+                done.add(index)
+        self.collection["laser_bundle_windows"] = sorted(done)
+        self.collection[SOLVE_FIGURES] = report.model_copy(update={"per_frame_px": {}}).model_dump_json()
+        if report.per_frame_px and self.camera.animation_data is not None:
+            self._key_solve_error(report.per_frame_px)
+
+    def _add_bundles(self, bundles: Bundles) -> None:
+        """Append a window's track points to the bundles mesh (created under the root on first use)."""
+        import bpy
+
+        obj = self.bundles_object
+        if obj is None:
+            mesh = bpy.data.meshes.new(f"{self.info.name} bundles")
+            mesh.color_attributes.new(COLOR, "BYTE_COLOR", "POINT")
+            mesh.attributes.new("error_px", "FLOAT", "POINT")
+            mesh.attributes.new("observations", "INT", "POINT")
+            mesh.color_attributes.active_color_name = COLOR
+            obj = bpy.data.objects.new(mesh.name, mesh)
+            obj["laser_bundles"] = True
+            obj.parent = self.root
+            mod = obj.modifiers.new("LASER points", "NODES")
+            mod.node_group = _ensure_node_group()
+            mod[_socket_id(mod.node_group, "Radius")] = self.collection.get("laser_radius") or 0.01
+            mesh.materials.append(_ensure_material())
+            self.collection.objects.link(obj)
+        p = len(bundles.xyz)
+        if p == 0:
+            return
+        count = np.bincount(bundles.obs_point, minlength=p)
+        err_sq = np.bincount(bundles.obs_point, bundles.obs_err.astype(np.float64) ** 2, p)
+        rgba = np.ones((p, 4), np.float32)
+        rgba[:, :3] = bundles.rgb * np.float32(1 / 255)
+        mesh = obj.data
+        old = len(mesh.vertices)
+        mesh.vertices.add(p)
+        for name, prop, new in (("position", "vector", bundles.xyz.astype(np.float32)),
+                                (COLOR, "color_srgb", rgba),
+                                ("error_px", "value", np.sqrt(err_sq / np.maximum(count, 1)).astype(np.float32)),
+                                ("observations", "value", count.astype(np.int32))):
+            data = mesh.attributes[name].data
+            values = np.empty((old + p) * (new.size // p), new.dtype)
+            data.foreach_get(prop, values)  # the earlier windows' values, then this window's
+            values[old * (new.size // p):] = new.ravel()
+            data.foreach_set(prop, values)
+        mesh.update()
+
+    def _key_solve_error(self, per_frame_px: dict[int, float]) -> None:
+        """Key the camera's ``solve_error_px`` at every solved frame (replacing earlier keys: later windows
+        may re-solve a shared frame)."""
+        cam = self.camera
+        if SOLVE_ERROR not in cam:
+            cam[SOLVE_ERROR] = 0.0
+            cam.id_properties_ui(SOLVE_ERROR).update(description="RMS reprojection error of the camera solve's "
+                                                                 "inlier tracks in this frame (footage pixels)",
+                                                     min=0.0, subtype="NONE")
+        fc = cam.animation_data.action.fcurve_ensure_for_datablock(cam, f'["{SOLVE_ERROR}"]')
+        fc.keyframe_points.clear()
+        frames = np.array(sorted(per_frame_px), np.float64)
+        _append_keys(fc, frames + FRAME_START, np.array([per_frame_px[int(f)] for f in frames]))
 
     def _set_lens(self, K: np.ndarray) -> None:
         s = camera_settings(footage_intrinsics(K, self.info.geometry), self.info.geometry.footage,
@@ -454,6 +549,21 @@ class RunScene:
         cam.shift_x, cam.shift_y = s["shift_x"], s["shift_y"]
         self.scene.render.pixel_aspect_x = s["pixel_aspect_x"]
         self.scene.render.pixel_aspect_y = s["pixel_aspect_y"]
+
+    def _key_lens(self, frames: np.ndarray, frame_K: np.ndarray) -> None:
+        """Key the camera's focal length (mm, LINEAR) at ``frames`` from their (M, 3, 3) intrinsics (a zoom)."""
+        import bpy
+
+        cam = self.camera.data
+        if cam.animation_data is None:
+            cam.animation_data_create()
+        if cam.animation_data.action is None:
+            cam.animation_data.action = bpy.data.actions.new(f"{cam.name} lens")
+        geometry = self.info.geometry
+        lens = [camera_settings(K, geometry.footage, cam.sensor_width)["lens"]
+                for K in footage_intrinsics(frame_K, geometry)]
+        fc = cam.animation_data.action.fcurve_ensure_for_datablock(cam, "lens")
+        _append_keys(fc, np.asarray(frames, np.float64) + FRAME_START, np.array(lens))
 
     def _add_camera_keys(self, frames: np.ndarray, poses: np.ndarray) -> None:
         """Append location/rotation keys (LINEAR) for ``frames``, keeping Euler continuity."""

@@ -18,6 +18,7 @@ import numpy as np
 from core.geometry.plane import fit_plane
 from core.run.rundir import RunDir
 from core.run.scene_transform import SceneTransform
+from core.run.solve import SolveReport
 from laser_blender.orient import (
     OrientError,
     auto_orientation,
@@ -30,7 +31,7 @@ from laser_blender.orient import (
     set_scale_distance,
     set_x_axis,
 )
-from laser_blender.scene import ROOT_TRANSFORM, RunScene
+from laser_blender.scene import ROOT_TRANSFORM, SOLVE_FIGURES, RunScene
 
 if TYPE_CHECKING:  # pragma: no cover
     import bpy
@@ -54,10 +55,18 @@ def shown_transform(obj) -> SceneTransform | None:
     return None if held is None else SceneTransform.model_validate_json(held)
 
 
+def shown_solve(obj) -> SolveReport | None:
+    """The camera solve's figures of the run of ``obj`` as imported (cheap enough for a panel); None
+    for any other object or a run without a solve."""
+    coll = run_collection(obj)
+    held = None if coll is None else coll.get(SOLVE_FIGURES)
+    return None if held is None else SolveReport.model_validate_json(held)
+
+
 def selected_points(run: RunScene, objects: Iterable) -> np.ndarray:
-    """(n, 3) scene-world positions of the selected vertices of ``run``'s point clouds among ``objects``
-    (edit-mode selections are read after syncing them)."""
-    clouds = {o.name for o in run.point_objects}
+    """(n, 3) scene-world positions of the selected vertices of ``run``'s point clouds and solve bundles
+    among ``objects`` (edit-mode selections are read after syncing them)."""
+    clouds = {o.name for o in [*run.point_objects, *filter(None, [run.bundles_object])]}
     world = run.world_from_run  # clouds are children of the root with their vertices in run coordinates
     out = []
     for obj in objects:

@@ -111,6 +111,20 @@ def own_projection_errors(scene, run) -> np.ndarray:
     return np.array(errors)
 
 
+def solve_projection_errors(scene, run, bundles) -> np.ndarray:
+    """(M,) pixel distance between each solve observation and its track point seen by the Blender camera."""
+    to_world = run.world_from_run
+    W_f, H_f = RunDir(run.info.run.root).geometry().footage
+    world = bundles.xyz[bundles.obs_point] @ to_world[:3, :3].T + to_world[:3, 3]
+    errors = np.empty(len(world))
+    for frame in np.unique(bundles.obs_frame):
+        scene.frame_set(int(frame) + FRAME_START)
+        for k in np.flatnonzero(bundles.obs_frame == frame):
+            x, y, _ = world_to_camera_view(scene, run.camera, Vector(world[k].tolist()))
+            errors[k] = np.hypot(x * W_f - bundles.obs_xy[k, 0], (1 - y) * H_f - bundles.obs_xy[k, 1])
+    return errors
+
+
 def _run_trajectory(run_dir: Path):
     wins = list(iter_aligned(run_dir))
     return np.concatenate([w.frames for w in wins]), np.concatenate([w.poses for w in wins]).astype(np.float64)
@@ -133,7 +147,7 @@ def test_noise_free_run_projects_ground_truth_within_half_a_pixel(scene, clip, t
 def test_worker_stream_builds_scene_progressively(scene, clip, tmp_path):
     gt = load_ground_truth(clip[1])
     budget = 12_000
-    session = ImportSession(scene, WorkerClient(job(clip, tmp_path / "run", focal_px=float(gt.K[0, 0])),
+    session = ImportSession(scene, WorkerClient(job(clip, tmp_path / "run", focal_px=float(gt.K[0, 0]), refine=True),
                                                 python=sys.executable), SceneOptions(point_budget=budget))
     session.start()
     seen_windows = 0
@@ -162,6 +176,16 @@ def test_worker_stream_builds_scene_progressively(scene, clip, tmp_path):
     err = own_projection_errors(scene, run)
     assert err.max() < 0.5, f"max reprojection error {err.max():.3f} px"
     assert bpy.data.movieclips and scene.active_clip.filepath == str(clip[0])
+
+    # the engine's camera solve (--refine): every window's track points, and the solve error
+    # measured again through the built Blender camera
+    report, bundles = RunDir(run.info.run.root).read_solve(), RunDir(run.info.run.root).read_bundles()
+    assert len(run.bundles_object.data.vertices) == len(bundles.xyz) > 100
+    residual = solve_projection_errors(scene, run, bundles)
+    print(f"solve rms {report.rms_px:.4f} px; through the Blender camera {np.sqrt(np.mean(residual ** 2)):.4f} px")
+    assert np.sqrt(np.mean(residual ** 2)) == pytest.approx(report.rms_px, rel=0.02)
+    solve_keys = cam.animation_data.action.fcurves.find('["solve_error_px"]').keyframe_points
+    assert [k.co[0] for k in solve_keys] == [f + FRAME_START for f in sorted(report.per_frame_px)]
 
 
 def _worker_pids() -> list[int]:

@@ -8,6 +8,7 @@ values are computed here from the run's own arrays, independently of the exporte
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -37,7 +38,8 @@ from core.synthetic import (
 )
 from laser_blender.commands.build_extension import blender_files
 from laser_blender.exporters import FORMATS, ExportOptions, export
-from tests.handmade_run import FOOTAGE, write_run
+from tests.handmade_run import FOOTAGE, GEOMETRY, start_run, windows, write_run
+from tests.solved_run import add_solve, footage_K
 
 CLI = str(Path(sys.executable).with_name("laser-blender"))
 FRAMES = 18
@@ -139,10 +141,90 @@ def test_video_frames_are_written_as_named(tmp_path):
     np.testing.assert_allclose(grey, 30 * np.arange(8), atol=3)  # each file holds its own frame
 
 
+@pytest.fixture(scope="module")
+def solved(run, tmp_path_factory) -> Path:
+    """The module's run with a camera solve (tests/solved_run.py: exact observations, no distortion)."""
+    copy = tmp_path_factory.mktemp("solved") / "run"
+    shutil.copytree(run, copy)
+    add_solve(copy)
+    return copy
+
+
+def _colmap_reprojection(rec) -> np.ndarray:
+    """Distance of every observation from its point projected by pycolmap's own camera model (pixels)."""
+    errors = []
+    for image in rec.images.values():
+        seen = [p for p in image.points2D if p.has_point3D()]
+        xyz = np.array([rec.points3D[p.point3D_id].xyz for p in seen])
+        uv = image.camera.img_from_cam(xyz @ image.cam_from_world().rotation.matrix().T
+                                       + image.cam_from_world().translation)
+        errors.append(np.linalg.norm(uv - np.array([p.xy for p in seen]), axis=1))
+    return np.concatenate(errors)
+
+
+@pytest.mark.parametrize("text", [False, True], ids=["bin", "txt"])
+def test_colmap_points_are_the_solve_tracks(solved, truth, tmp_path, text):
+    bundles = RunDir(solved).read_bundles()
+    export(solved, tmp_path / "model", options=ExportOptions(text=text))
+    rec = pycolmap.Reconstruction(tmp_path / "model")
+    camera = rec.cameras[1]
+    assert camera.model.name == "PINHOLE" and (camera.width, camera.height) == FOOTAGE
+    np.testing.assert_allclose(camera.calibration_matrix(), truth["K"], rtol=1e-5)  # solve.json's focal = the run's
+    # every track point, in the scene world, observed exactly where the solve tracked it
+    assert sorted(rec.points3D) == list(range(1, len(bundles.xyz) + 1))
+    xyz = np.array([rec.points3D[i + 1].xyz for i in range(len(bundles.xyz))])
+    np.testing.assert_allclose(xyz, TRANSFORM.apply_points(bundles.xyz), rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal([rec.points3D[i + 1].color for i in range(len(xyz))], bundles.rgb)
+    lengths = np.bincount(bundles.obs_point, minlength=len(bundles.xyz))
+    assert [rec.points3D[i + 1].track.length() for i in range(len(xyz))] == lengths.tolist() and lengths.max() > 2
+    images = {im.name: im for im in rec.images.values()}
+    names = [f"plate.{f + 1}.png" for f in truth["frames"]]
+    for frame, name in zip(truth["frames"], names):
+        mine = bundles.obs_frame == frame
+        points2d = images[name].points2D
+        assert len(points2d) == mine.sum() > 0
+        got = sorted((p.point3D_id - 1, *p.xy) for p in points2d)
+        want = sorted(zip(bundles.obs_point[mine].tolist(), *bundles.obs_xy[mine].astype(np.float64).T))
+        np.testing.assert_array_equal(got, want)  # footage pixels unchanged: both put pixel centres at +0.5
+    errors = _colmap_reprojection(rec)
+    assert len(errors) == len(bundles.obs_point) and errors.max() < 1e-3
+    assert max(p.error for p in rec.points3D.values()) < 1e-3
+
+
+@pytest.mark.parametrize("square", [False, True], ids=["opencv", "radial"])
+def test_colmap_camera_carries_the_solve_lens(tmp_path, square):
+    """With distortion in solve.json: RADIAL for square pixels, else OPENCV (p1 = p2 = 0); either way
+    pycolmap's own projection lands the points on their distorted observations (the polynomial agrees)."""
+    wins = windows(FRAMES)
+    if square:  # fy such that the footage pixels are square (the crop + resize scales y by 180/96)
+        K = wins[0].K.copy()
+        K[1, 1] = K[0, 0] * (FOOTAGE[0] / 160) / (FOOTAGE[1] / 96)
+        wins = [dataclasses.replace(w, K=K) for w in wins]
+    writer = start_run(tmp_path / "run", FRAMES)
+    for win in wins:
+        writer.write_aligned(win)
+    RunDir(tmp_path / "run").write_scene_transform(TRANSFORM)
+    fx = GEOMETRY.intrinsics_to_footage(wins[0].K.astype(np.float64))[0, 0]
+    report = add_solve(tmp_path / "run", distortion=(-0.12, 0.03), focal=1.02 * fx)
+    export(tmp_path / "run", tmp_path / "model", options=ExportOptions())
+    rec = pycolmap.Reconstruction(tmp_path / "model")
+    (camera,) = rec.cameras.values()
+    K = footage_K(wins[0], report.focal)
+    if square:
+        assert camera.model.name == "RADIAL"
+        np.testing.assert_allclose(camera.params, [K[0, 0], K[0, 2], K[1, 2], -0.12, 0.03], rtol=1e-6)
+    else:
+        assert camera.model.name == "OPENCV"
+        np.testing.assert_allclose(camera.params, [K[0, 0], K[1, 1], K[0, 2], K[1, 2], -0.12, 0.03, 0, 0],
+                                   rtol=1e-9, atol=1e-12)
+    errors = _colmap_reprojection(rec)
+    assert len(errors) == report.inliers and errors.max() < 1e-3
+
+
 def test_colmap_points_leave_out_moving_things(tmp_path):
     scene = Scene(SceneConfig(width=96, height=72, num_frames=40))
     reconstruct(SyntheticSource(scene), SyntheticBackbone(scene, SyntheticNoise.none(seed=4)), tmp_path / "run",
-                EngineSettings(window=12, overlap=4))
+                EngineSettings(window=12, overlap=4, refine=False))  # no solve: the points are the cloud's
     export(tmp_path / "run", tmp_path / "model", options=ExportOptions(max_points=20_000))
     rec = pycolmap.Reconstruction(tmp_path / "model")
     moving = [2 + i for i, o in enumerate(scene.objects) if any(o.motion)]  # layer ids: sphere i is 2 + i

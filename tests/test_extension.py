@@ -135,12 +135,12 @@ out["reconstruct"] = sorted(bpy.ops.laser.reconstruct())
 cams = [o for o in bpy.data.objects if o.type == "CAMERA"]
 fc = cams[0].animation_data.action.fcurves[0]
 out["keys"] = [kp.co[0] for kp in fc.keyframe_points]
-out["points"] = sum(len(o.data.vertices) for o in bpy.data.objects if o.type == "MESH")
+out["points"] = sum(len(o.data.vertices) for o in bpy.data.objects if o.type == "MESH" and not o.get("laser_bundles"))
 out["clip"] = scene.active_clip.filepath if scene.active_clip else None
 bpy.ops.wm.read_homefile(use_empty=True)
 bpy.context.scene.laser.point_budget = 20000
 out["import_run"] = sorted(bpy.ops.laser.import_run(filepath={runs!r} + "/clip"))
-out["imported_points"] = sum(len(o.data.vertices) for o in bpy.data.objects if o.type == "MESH")
+out["imported_points"] = sum(len(o.data.vertices) for o in bpy.data.objects if o.type == "MESH" and not o.get("laser_bundles"))
 out["exports"] = [sorted(bpy.ops.laser.export_colmap(filepath={runs!r} + "/colmap")),
                   sorted(bpy.ops.laser.export_nerfstudio(filepath={runs!r} + "/ns/transforms.json")),
                   sorted(bpy.ops.laser.export_chan(filepath={runs!r} + "/camera.chan"))]
@@ -200,7 +200,7 @@ s.runs_dir, s.window, s.overlap, s.point_budget = {runs!r}, 8, 2, 20000
 out["reconstruct"] = sorted(bpy.ops.laser.reconstruct())
 cams = [o for o in bpy.data.objects if o.type == "CAMERA"]
 out["keys"] = len(cams[0].animation_data.action.fcurves[0].keyframe_points) if cams else 0
-out["points"] = sum(len(o.data.vertices) for o in bpy.data.objects if o.type == "MESH")
+out["points"] = sum(len(o.data.vertices) for o in bpy.data.objects if o.type == "MESH" and not o.get("laser_bundles"))
 print("RESULT" + json.dumps(out))
 """
 

@@ -12,7 +12,8 @@ from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Vector
 
 from core.run.manifest import RunStatus
-from core.run.rundir import load_aligned
+from core.run.rundir import RunDir, load_aligned
+from core.run.solve import Bundles
 from handmade_run import FOOTAGE, GEOMETRY, start_run, windows, write_run
 from laser_blender.scene import COLOR, FRAME_START, RunScene, SceneOptions, import_run
 
@@ -254,3 +255,74 @@ def test_image_folder_footage_becomes_sequence_clip(scene, tmp_path):
     clip = run.camera.data.background_images[0].clip
     assert Path(clip.filepath).name == "shot_9.png" and clip.source == "SEQUENCE"
     assert (scene.render.fps, scene.render.fps_base) == (24, 1.0)  # from the run: sequences have none
+
+
+def test_solve_streams_into_bundles_and_keyed_error(scene, tmp_path):
+    """A run with a camera solve, streamed window by window through the import session: the bundles mesh
+    grows under the root, its points project onto their observations through the Blender camera, the
+    camera keys each frame's solve error and the collection keeps the run's figures for the panel."""
+    from core.run.solve import SolveTally
+    from laser_blender.client import WorkerClient
+    from laser_blender.protocol import Job, WindowDone
+    from laser_blender.scene import SOLVE_ERROR
+    from laser_blender.scene_edit import shown_solve
+    from laser_blender.session import ImportSession
+    from solved_run import write_window_solve
+
+    run_dir = tmp_path / "run"
+    writer, wins, tally = start_run(run_dir, frame_count=18), windows(18), SolveTally()
+    session = ImportSession(scene, WorkerClient(Job(input="clip.mp4", run_dir=str(run_dir))),
+                            SceneOptions(point_budget=3_000))
+    solved, mesh = [], None
+    for win in wins:  # as the engine writes them: the window's solve, then the window
+        solved.append(write_window_solve(writer, wins, win.index, tally))
+        writer.write_aligned(win)
+        session.apply(WindowDone(index=win.index, frames=win.frames.tolist(),
+                                 path=str(RunDir(run_dir).aligned_path(win.index))))
+        run = session.run
+        bundles = run.bundles_object
+        assert bundles.parent == run.root and bundles not in run.point_objects
+        assert len(run.point_objects) == win.index + 1
+        mesh = mesh or bundles.data
+        assert bundles.data == mesh and len(mesh.vertices) == sum(len(b.xyz) for b in solved)  # grown in place
+    report = RunDir(run_dir).read_solve()
+
+    every = Bundles.concatenate(solved)
+    n = len(every.xyz)
+    pos, rgba = np.empty(3 * n, np.float32), np.empty(4 * n, np.float32)
+    mesh.attributes["position"].data.foreach_get("vector", pos)
+    mesh.attributes[COLOR].data.foreach_get("color_srgb", rgba)
+    tracks = np.empty(n, np.int32)
+    mesh.attributes["observations"].data.foreach_get("value", tracks)
+    np.testing.assert_allclose(pos.reshape(-1, 3), every.xyz, atol=1e-6)  # run world, local to the root
+    np.testing.assert_allclose(rgba.reshape(-1, 4)[:, :3], every.rgb / 255, atol=1e-6)
+    np.testing.assert_array_equal(tracks, np.bincount(every.obs_point, minlength=n))
+    evaluated = bundles.evaluated_get(bpy.context.evaluated_depsgraph_get()).evaluated_geometry()
+    assert len(evaluated.pointcloud.points) == n  # drawn as points
+
+    pick = np.random.default_rng(0).choice(len(every.obs_point), 40, replace=False)
+    to_world = run.world_from_run
+    for k in pick:
+        scene.frame_set(int(every.obs_frame[k]) + FRAME_START)
+        world = every.xyz[every.obs_point[k]] @ to_world[:3, :3].T + to_world[:3, 3]
+        assert np.abs(project(scene, run.camera, world[None]) - every.obs_xy[k]).max() < 2e-3
+
+    fc = run.camera.animation_data.action.fcurves.find(f'["{SOLVE_ERROR}"]')
+    keys = np.empty(2 * len(fc.keyframe_points))
+    fc.keyframe_points.foreach_get("co", keys)
+    assert np.array_equal(keys[::2], np.arange(18) + FRAME_START)
+    np.testing.assert_allclose(keys[1::2], [report.per_frame_px[f] for f in range(18)], atol=1e-6)
+    assert len(set(report.per_frame_px.values())) > 10  # a curve worth graphing, not a constant
+    assert shown_solve(run.camera) == report.model_copy(update={"per_frame_px": {}})
+    assert shown_solve(run.point_objects[0]).error_text() == f"Solve error: {report.rms_px:.2f} px"
+
+    import_run(scene, run_dir)  # importing again adds nothing twice
+    assert len(mesh.vertices) == n and len(fc.keyframe_points) == 18
+
+
+def test_run_without_solve_has_no_bundles(scene, tmp_path):
+    from laser_blender.scene_edit import shown_solve
+
+    run = import_run(scene, write_run(tmp_path / "run"), SceneOptions(point_budget=3_000))
+    assert run.bundles_object is None and shown_solve(run.camera) is None
+    assert "solve_error_px" not in run.camera

@@ -48,8 +48,9 @@ from core.run.tum import format_tum
 PREDICTION_DTYPES = {"frames": np.int64, "points": np.float32, "poses": np.float32, "conf": np.float32,
                      "colors": np.uint8, "intrinsics": np.float32}
 ALIGNED_DTYPES = {"frames": np.int64, "poses": np.float32, "K": np.float32, "depth": np.float32,
-                  "conf": np.float32, "colors": np.uint8, "mask": bool, "depth_factor": np.float16}
-"""On-disk dtype of each array; ``intrinsics``, ``mask`` and ``depth_factor`` are optional."""
+                  "conf": np.float32, "colors": np.uint8, "mask": bool, "depth_factor": np.float16,
+                  "frame_K": np.float32}
+"""On-disk dtype of each array; ``intrinsics``, ``mask``, ``depth_factor`` and ``frame_K`` (a zoom) are optional."""
 PREDICTION_KEYS = ("frames", "points", "poses", "conf", "colors")
 ALIGNED_KEYS = ("frames", "poses", "K", "depth", "conf", "colors")
 LEGACY_DEPTH_FACTOR = "layer_scale"  # the name runs written before 0.2 gave ``depth_factor``
@@ -251,12 +252,23 @@ class RunDir:
         """solve.json, or None when the run has no camera solve."""
         return read_model(self.solve_path, SolveReport) if self.solve_path.exists() else None
 
+    def bundle_windows(self) -> list[tuple[int, Path]]:
+        """(index, path) of each window's bundles file on disk, in window order."""
+        return list_windows(self.bundles_dir)
+
+    def load_bundles(self, index: int) -> Bundles:
+        """Window ``index``'s sparse solve."""
+        return Bundles(**read_npz(self.bundles_dir / window_name(index), tuple(BUNDLE_DTYPES)))
+
+    def window_bundles(self) -> Iterator[tuple[int, Bundles]]:
+        """Each window's sparse solve on disk, in window order."""
+        for index, path in list_windows(self.bundles_dir):
+            yield index, Bundles(**read_npz(path, tuple(BUNDLE_DTYPES)))
+
     def read_bundles(self) -> Bundles | None:
         """The sparse solve of every window written so far (one set of points), or None when absent."""
-        windows = list_windows(self.bundles_dir)
-        if not windows:
-            return None
-        return Bundles.concatenate([Bundles(**read_npz(path, tuple(BUNDLE_DTYPES))) for _, path in windows])
+        parts = [bundles for _, bundles in self.window_bundles()]
+        return Bundles.concatenate(parts) if parts else None
 
     def rewrite_trajectory(self, fps: float | None) -> None:
         """Rewrite trajectory.tum from the aligned windows on disk (used when resuming)."""

@@ -1,4 +1,4 @@
-"""The camera solve's files: ``RUN/solve.json`` (:class:`SolveReport`) and ``RUN/bundles/wNNNNN.npz`` (:class:`Bundles`).
+"""The camera solve's files: ``RUN/solve.json`` (:class:`SolveReport`), ``RUN/bundles/wNNNNN.npz`` (:class:`Bundles`).
 
 Each window's bundle file holds the 3D track points that window's adjustment solved (run world,
 the frame of the aligned windows) with their colour and observations; point indices in a file are
@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from core.run.files import RunDirError
 
 BUNDLE_DTYPES = {"xyz": np.float64, "rgb": np.uint8, "obs_point": np.int64, "obs_frame": np.int64,
-                 "obs_xy": np.float32}
+                 "obs_xy": np.float32, "obs_err": np.float32, "tracks": np.int64}
 
 
 class SolveReport(BaseModel):
@@ -32,21 +32,39 @@ class SolveReport(BaseModel):
     focal: float | None = None  # footage pixels
     distortion: tuple[float, float] | None = None  # k1, k2 (Blender's polynomial model)
 
+    def error_text(self) -> str:
+        """'Solve error: 0.23 px' as Blender's motion tracker shows it ('Solve error: none': no window solved)."""
+        return "Solve error: none" if self.rms_px is None else f"Solve error: {self.rms_px:.2f} px"
+
+    def summary(self) -> str:
+        """The line the CLI prints: 'Solve error: 0.23 px (1,234 points, 5,678 inlier observations)'."""
+        if self.rms_px is None:
+            return f"{self.error_text()} (no window could be solved; the cameras are the network's)"
+        return f"{self.error_text()} ({self.points:,} points, {self.inliers:,} inlier observations)"
+
 
 @dataclass
 class Bundles:
     """Sparse solve: ``xyz`` (P, 3) float64 run-world points, ``rgb`` (P, 3) uint8, observations
-    ``obs_point`` (M,) int64 into the points, ``obs_frame`` (M,) int64 source frames, ``obs_xy`` (M, 2) float32."""
+    ``obs_point`` (M,) int64 into the points, ``obs_frame`` (M,) int64 source frames, ``obs_xy`` (M, 2) float32,
+    ``obs_err`` (M,) float32 reprojection error in pixels (zeros when not given); ``tracks`` () int64 how many
+    tracks the solve followed, points or not (summed by :meth:`concatenate`)."""
 
     xyz: np.ndarray
     rgb: np.ndarray
     obs_point: np.ndarray
     obs_frame: np.ndarray
     obs_xy: np.ndarray
+    obs_err: np.ndarray | None = None
+    tracks: np.ndarray | int = 0
 
     def __post_init__(self) -> None:
         p, m = len(self.xyz), len(self.obs_point)
-        expected = {"xyz": (p, 3), "rgb": (p, 3), "obs_point": (m,), "obs_frame": (m,), "obs_xy": (m, 2)}
+        if self.obs_err is None:
+            self.obs_err = np.zeros(m, np.float32)
+        self.tracks = np.asarray(self.tracks)
+        expected = {"xyz": (p, 3), "rgb": (p, 3), "obs_point": (m,), "obs_frame": (m,), "obs_xy": (m, 2),
+                    "obs_err": (m,), "tracks": ()}
         for name, shape in expected.items():
             value = getattr(self, name)
             if value.shape != shape:
@@ -64,4 +82,31 @@ class Bundles:
         offsets = np.cumsum([0] + [len(b.xyz) for b in parts[:-1]])
         return cls(np.concatenate([b.xyz for b in parts]), np.concatenate([b.rgb for b in parts]),
                    np.concatenate([b.obs_point + o for b, o in zip(parts, offsets)]),
-                   np.concatenate([b.obs_frame for b in parts]), np.concatenate([b.obs_xy for b in parts]))
+                   np.concatenate([b.obs_frame for b in parts]), np.concatenate([b.obs_xy for b in parts]),
+                   np.concatenate([b.obs_err for b in parts]), sum(int(b.tracks) for b in parts))
+
+
+class SolveTally:
+    """Running figures of a solve, window by window: :meth:`add` each window's bundles, :meth:`report` the total."""
+
+    def __init__(self) -> None:
+        self.sum_sq = 0.0
+        self.inliers = 0
+        self.points = 0
+        self.tracks = 0
+        self.per_frame: dict[int, float] = {}
+
+    def add(self, bundles: Bundles) -> None:
+        err = bundles.obs_err.astype(np.float64)
+        self.sum_sq += float((err ** 2).sum())
+        self.inliers += len(err)
+        self.points += len(bundles.xyz)
+        self.tracks += int(bundles.tracks)
+        frames, slot = np.unique(bundles.obs_frame, return_inverse=True)
+        rms = np.sqrt(np.bincount(slot, err ** 2, len(frames)) / np.bincount(slot, minlength=len(frames)))
+        self.per_frame.update(zip(frames.tolist(), np.round(rms, 4).tolist()))
+
+    def report(self, focal: float | None, distortion: tuple[float, float] | None = None) -> SolveReport:
+        rms = float(np.sqrt(self.sum_sq / self.inliers)) if self.inliers else None
+        return SolveReport(rms_px=rms, per_frame_px=dict(self.per_frame), tracks=self.tracks, points=self.points,
+                           inliers=self.inliers, focal=focal, distortion=distortion)

@@ -76,9 +76,9 @@ def initial_points(world_from_cam: np.ndarray, K: np.ndarray, obs: Observations,
     return out
 
 
-def _project(R: np.ndarray, C: np.ndarray, K: np.ndarray, points: np.ndarray,
-             obs: Observations) -> tuple[np.ndarray, np.ndarray]:
-    """(M, 2) pixels and (M,) z of each observation's point in its camera."""
+def project(R: np.ndarray, C: np.ndarray, K: np.ndarray, points: np.ndarray,
+            obs: Observations) -> tuple[np.ndarray, np.ndarray]:
+    """(M, 2) pixels and (M,) z of each observation's point in its camera (R (F, 3, 3), C (F, 3): world_from_cam)."""
     cam = np.einsum("mji,mj->mi", R[obs.frame], points[obs.point] - C[obs.frame])
     z = cam[:, 2]
     uv = cam[:, :2] / z[:, None] * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]
@@ -101,7 +101,7 @@ def adjust(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
         sub = obs.subset(used)
         T, points_new = _solve(T, fixed, K, sub, points, params)
         points = np.where(np.isin(np.arange(len(points)), sub.point)[:, None], points_new, points)
-        uv, z = _project(T[:, :3, :3], T[:, :3, 3], K, points, obs)
+        uv, z = project(T[:, :3, :3], T[:, :3, 3], K, points, obs)
         err = np.linalg.norm(uv - obs.xy, axis=1)
         inlier = used & (err < params.outlier_px) & (z > 0) if stage == 0 else used
     solved = np.zeros(len(points), bool)

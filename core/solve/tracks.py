@@ -58,6 +58,11 @@ class Tracker:
         self._xy = np.zeros((0, 2), np.float32)  # OpenCV convention (pixel centres at integers)
         self._next_id = 0
 
+    @property
+    def started(self) -> int:
+        """Tracks started so far."""
+        return self._next_id
+
     def step(self, frame: int, rgb: np.ndarray) -> FrameTracks:
         """Track into the next frame ((H, W, 3) uint8 RGB at footage size) and reseed; returns its live tracks."""
         if rgb.shape[1::-1] != tuple(self.size):
@@ -111,3 +116,56 @@ class Tracker:
         self._ids = np.concatenate([self._ids, np.arange(self._next_id, self._next_id + len(new))])
         self._xy = np.concatenate([self._xy, new])
         self._next_id += len(new)
+
+
+@dataclass(frozen=True)
+class WindowTracks:
+    """The tracks of one window's frames, as observations.
+
+    ``frame`` (M,) int64 source frames, ``track`` (M,) int64 track ids (local to the window),
+    ``xy`` (M, 2) float32 footage pixels, ``rgb`` (M, 3) uint8 footage colour under each observation;
+    ``count`` tracks in all.
+    """
+
+    frame: np.ndarray
+    track: np.ndarray
+    xy: np.ndarray
+    rgb: np.ndarray
+    count: int
+
+
+class WindowTracker:
+    """One :class:`Tracker` per window over a stream of footage frames.
+
+    A window's tracks start on its first frame and depend on its frames only, so a resumed run
+    or a window predicted elsewhere gets exactly the tracks of an uninterrupted run (frames
+    shared by two windows are tracked by both). Feed every frame in stream order with its
+    stream position (0 for the first selected frame of the footage); window ``k`` covers
+    positions ``[k * step, k * step + window)``.
+    """
+
+    def __init__(self, size: tuple[int, int], window: int, overlap: int, params: TrackerParams = TrackerParams()):
+        self.size, self.window, self.step, self.params = size, window, window - overlap, params
+        self._open: dict[int, tuple[Tracker, list[tuple[np.ndarray, ...]]]] = {}
+
+    def feed(self, position: int, frame: int, rgb: np.ndarray) -> None:
+        """Track footage frame ``frame`` ((H, W, 3) uint8 RGB) at stream ``position`` in every window holding it."""
+        if position % self.step == 0:
+            self._open[position // self.step] = (Tracker(self.size, self.params), [])
+        w, h = self.size
+        for index, (tracker, rows) in self._open.items():
+            if position < index * self.step + self.window:
+                t = tracker.step(frame, rgb)
+                pix = np.minimum(t.xy.astype(np.int64), [w - 1, h - 1])
+                rows.append((np.full(len(t.ids), frame, np.int64), t.ids, t.xy, rgb[pix[:, 1], pix[:, 0]]))
+
+    def take(self, index: int) -> WindowTracks:
+        """The tracks of window ``index`` (all its frames fed); forgets it and any earlier window."""
+        tracker, rows = self._open.pop(index, (None, []))
+        for earlier in [k for k in self._open if k < index]:
+            del self._open[earlier]
+        if not rows:
+            return WindowTracks(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 2), np.float32),
+                                np.zeros((0, 3), np.uint8), 0)
+        frame, track, xy, rgb = (np.concatenate(a) for a in zip(*rows))
+        return WindowTracks(frame, track, xy, rgb, tracker.started)

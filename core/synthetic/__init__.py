@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -29,8 +30,9 @@ __all__ = ["Scene", "SceneConfig", "SyntheticBackbone", "SyntheticNoise", "Synth
 class SyntheticSource:
     """Frames of a :class:`Scene` rendered on demand (same interface as ``core.frames``)."""
 
-    def __init__(self, scene: Scene, num_frames: int | None = None):
+    def __init__(self, scene: Scene, num_frames: int | None = None, supersample: int = 1):
         self.scene = scene
+        self.supersample = supersample  # footage colours rendered this many times larger and area-averaged
         c = scene.config
         self.info = SourceInfo(path=f"synthetic:{c.width}x{c.height}", width=c.width, height=c.height,
                                   fps=c.fps, num_frames=num_frames or c.num_frames)
@@ -45,15 +47,26 @@ class SyntheticSource:
 
     def frame_pairs(self, geometry: InputGeometry | None = None, skip: int = 0,
                     warn=None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """``(index, network input, footage-size render)`` from one render per frame."""
+        """``(index, network input, footage-size render)`` from one render per frame.
+
+        With ``supersample`` the footage is filtered like a real camera's (the ray caster point-samples).
+        """
+        w, h, k = self.info.width, self.info.height, self.supersample
         for i in range(skip, self.info.num_frames):
-            img = self.scene.render(i)["colors"]
+            img = self.scene.render(i, k * w, k * h)["colors"]
+            if k > 1:
+                img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
             yield i, apply_geometry(img, geometry), img
 
 
 def render_clip(out_dir: Path, config: SceneConfig = SceneConfig(),
-                progress: Callable[[int, int], None] | None = None) -> tuple[Path, Path]:
+                progress: Callable[[int, int], None] | None = None,
+                noise: SyntheticNoise | None = None) -> tuple[Path, Path]:
     """Render ``config`` to ``out_dir/clip.mp4`` and ground truth to ``out_dir/gt``.
+
+    ``noise``, when given, is recorded in gt.json: the synthetic backbone of that directory
+    predicts with it (the default noise otherwise). A zooming scene's ground truth holds
+    each frame's intrinsics.
 
     Returns:
         (clip path, ground-truth directory).
@@ -66,12 +79,13 @@ def render_clip(out_dir: Path, config: SceneConfig = SceneConfig(),
     if not writer.isOpened():
         raise FrameSourceError(f"{clip}: OpenCV cannot write mp4 video on this machine")
     gt = GroundTruthWriter(out_dir / "gt", config.width, config.height, config.fps, scene.K(),
-                           scene.layer_names, extra={"scene": config.to_dict()})
+                           scene.layer_names, extra={"scene": config.to_dict(),
+                                                     **({"noise": asdict(noise)} if noise else {})})
     try:
         for i in range(config.num_frames):
             r = scene.render(i)
             writer.write(cv2.cvtColor(r["colors"], cv2.COLOR_RGB2BGR))
-            gt.add_frame(i, scene.pose(i), r["depth"], r["layers"])
+            gt.add_frame(i, scene.pose(i), r["depth"], r["layers"], K=scene.K(frame=i) if config.zoom != 1 else None)
             if progress:
                 progress(i + 1, config.num_frames)
     finally:
@@ -82,11 +96,14 @@ def render_clip(out_dir: Path, config: SceneConfig = SceneConfig(),
 
 def load_synthetic_backbone(gt_dir: str | Path, noise: SyntheticNoise | None = None,
                             size: tuple[int, int] | None = None) -> SyntheticBackbone:
-    """The synthetic backbone for a ground-truth directory written by :func:`render_clip`."""
+    """The synthetic backbone for a ground-truth directory written by :func:`render_clip` (with the
+    noise recorded there when ``noise`` is None and it has one)."""
     if gt_dir is None:
         raise UserError("the synthetic backbone needs the ground-truth directory of its scene "
                          "(--synthetic-scene GT_DIR, written by `laser-blender demo`)")
     gt = load_ground_truth(gt_dir)
     if "scene" not in gt.extra:
         raise UserError(f"{gt_dir} holds no synthetic scene description (gt.json has no 'scene')")
-    return SyntheticBackbone(Scene(SceneConfig.from_dict(gt.extra["scene"])), noise or SyntheticNoise(), size)
+    if noise is None:
+        noise = SyntheticNoise(**gt.extra["noise"]) if "noise" in gt.extra else SyntheticNoise()
+    return SyntheticBackbone(Scene(SceneConfig.from_dict(gt.extra["scene"])), noise, size)

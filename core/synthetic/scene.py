@@ -2,8 +2,10 @@
 
 World frame: y points down (like the OpenCV camera), the ground is the plane
 ``y = ground_height`` and a far wall is the plane ``z = wall_distance``. Spheres of
-different sizes stand at different depths (one may move). The camera dollies and
-sways on a periodic path, so streams of any length stay inside the scene.
+different sizes stand at different depths (one may move), and axis-aligned boxes (objects
+standing on the ground, side walls, a room's walls and furniture; ``core.synthetic.scenes``
+builds such layouts). The camera dollies and sways on a periodic path, so streams of any
+length stay inside the scene.
 
 Every pixel gets z-depth, an RGB colour and the id of the scene layer it shows.
 """
@@ -28,6 +30,16 @@ class Sphere:
     color: tuple[int, int, int]
     motion: tuple[float, float, float] = (0.0, 0.0, 0.0)  # amplitude of a sinusoidal motion (metres)
     period: float = 90.0  # frames per cycle of that motion
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned box (world axes: y down), e.g. an object on the ground or a wall slab."""
+
+    name: str
+    center: tuple[float, float, float]
+    half: tuple[float, float, float]  # half extents along x, y, z (metres)
+    color: tuple[int, int, int]
 
 
 def default_objects() -> tuple[Sphere, ...]:
@@ -56,9 +68,12 @@ class SceneConfig:
     bob: float = 0.15         # vertical amplitude
     yaw_deg: float = 12.0     # panning amplitude
     period: float = 240.0     # frames per cycle of the camera path
+    zoom: float = 1.0         # focal length at the zoom's peak relative to hfov_deg's (1: a fixed lens)
+    zoom_period: float = 120.0  # frames per cycle of the zoom: in from hfov_deg to the peak and back out
     moving_object: bool = True
     texture: bool = False     # world-fixed multi-scale noise on every surface (features a tracker can follow)
     objects: tuple[Sphere, ...] = field(default_factory=default_objects)
+    boxes: tuple[Box, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,6 +83,8 @@ class SceneConfig:
         d = dict(d)
         d["objects"] = tuple(Sphere(**{**o, "center": tuple(o["center"]), "color": tuple(o["color"]),
                                        "motion": tuple(o["motion"])}) for o in d.get("objects", ()))
+        d["boxes"] = tuple(Box(b["name"], tuple(b["center"]), tuple(b["half"]), tuple(b["color"]))
+                           for b in d.get("boxes", ()))
         return cls(**d)
 
 
@@ -79,17 +96,29 @@ class Scene:
         objects = config.objects if config.moving_object else tuple(
             o for o in config.objects if o.motion == (0.0, 0.0, 0.0))
         self.objects = objects
+        self.box_base = 2 + len(objects)  # layer id of the first box
         self.layer_names = {GROUND: "ground", WALL: "far_wall",
-                            **{2 + i: o.name for i, o in enumerate(objects)}}
+                            **{2 + i: o.name for i, o in enumerate(objects)},
+                            **{self.box_base + j: b.name for j, b in enumerate(config.boxes)}}
 
     # ------------------------------------------------------------------ camera
 
-    def K(self, width: int | None = None, height: int | None = None) -> np.ndarray:
-        """(3, 3) intrinsics at (width, height) (footage size by default), centred principal point."""
+    def K(self, width: int | None = None, height: int | None = None, frame: int | None = None) -> np.ndarray:
+        """(3, 3) intrinsics at (width, height) (footage size by default), centred principal point;
+        at ``frame`` the zoomed focal length (:meth:`zoom_factor`), else the widest (hfov_deg's)."""
         w = width or self.config.width
         h = height or self.config.height
         f = (self.config.width / 2) / math.tan(math.radians(self.config.hfov_deg) / 2) * w / self.config.width
+        if frame is not None and self.config.zoom != 1.0:
+            f *= float(self.zoom_factor(frame))
         return intrinsics(f, f * (h / self.config.height) / (w / self.config.width), w / 2, h / 2)
+
+    def zoom_factor(self, frame: int | np.ndarray) -> np.ndarray:
+        """Focal length at frame(s) relative to hfov_deg's: a smooth zoom in to ``zoom`` and back out,
+        ``zoom ** ((1 - cos(2 pi frame / zoom_period)) / 2)`` (1 for a fixed lens)."""
+        c = self.config
+        phase = 2 * np.pi * np.asarray(frame, np.float64) / c.zoom_period
+        return np.power(c.zoom, (1 - np.cos(phase)) / 2)
 
     def pose(self, frame: int | np.ndarray) -> np.ndarray:
         """Camera-to-world pose(s), (4, 4) or (N, 4, 4), at frame index(es)."""
@@ -128,7 +157,7 @@ class Scene:
         """
         w = width or self.config.width
         h = height or self.config.height
-        K = self.K(w, h)
+        K = self.K(w, h, frame)
         T = self.pose(frame)
         u, v = pixel_grid(h, w)
         d_cam = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones((h, w), np.float32)], -1)
@@ -161,12 +190,33 @@ class Scene:
             t_best = np.where(hit, t_s, t_best)
             layer[hit] = 2 + i
 
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = np.float32(1) / d
+        for j, box in enumerate(c.boxes):
+            lo = np.asarray(box.center, np.float32) - np.asarray(box.half, np.float32)
+            hi = np.asarray(box.center, np.float32) + np.asarray(box.half, np.float32)
+            with np.errstate(invalid="ignore"):
+                t1, t2 = (lo - o) * inv, (hi - o) * inv
+            t_near = np.nanmax(np.minimum(t1, t2), axis=-1)
+            t_far = np.nanmin(np.maximum(t1, t2), axis=-1)
+            t_b = np.where((t_near <= t_far) & (t_near > 0), t_near, inf)
+            hit = t_b < t_best
+            t_best = np.where(hit, t_b, t_best)
+            layer[hit] = self.box_base + j
+
         points = o + d * t_best[..., None]
-        colors = self._shade(points, layer, frame)
+        # metres of surface one pixel covers (grazing views stretch it): textures finer than that fade
+        # out like a mipmap, as a real lens and sensor filter them, instead of aliasing
+        normal_dot = np.ones((h, w), np.float32)
+        ray = d / np.linalg.norm(d, axis=-1, keepdims=True)
+        normal_dot[layer == GROUND] = np.abs(ray[layer == GROUND][:, 1])
+        normal_dot[layer == WALL] = np.abs(ray[layer == WALL][:, 2])
+        footprint = t_best / K[0, 0] / np.maximum(normal_dot, np.float32(0.05))
+        colors = self._shade(points, layer, frame, footprint)
         return {"depth": t_best.astype(np.float32), "layers": layer, "colors": colors,
                 "points": points.astype(np.float32)}
 
-    def _shade(self, points: np.ndarray, layer: np.ndarray, frame: int) -> np.ndarray:
+    def _shade(self, points: np.ndarray, layer: np.ndarray, frame: int, footprint: np.ndarray) -> np.ndarray:
         """Textured colours: checkerboards on ground and wall, banded shaded spheres."""
         x, y, z = points[..., 0], points[..., 1], points[..., 2]
         base = np.zeros(points.shape, np.float32)
@@ -186,15 +236,27 @@ class Scene:
             lambert = 0.35 + 0.65 * np.clip(n @ light, 0, 1)
             bands = 0.75 + 0.25 * (np.floor(4 * np.arctan2(n[:, 0], n[:, 2]) / np.pi) % 2)
             base[sel] = np.asarray(o.color, np.float32) * (lambert * bands)[:, None]
+        for j, box in enumerate(self.config.boxes):
+            sel = layer == self.box_base + j
+            if not sel.any():
+                continue
+            # the face hit: the axis along which the point is deepest into the box's extent
+            rel = (points[sel] - np.asarray(box.center, np.float32)) / np.asarray(box.half, np.float32)
+            axis = np.argmax(np.abs(rel), axis=-1)
+            n = np.zeros_like(rel)
+            n[np.arange(rel.shape[0]), axis] = np.sign(rel[np.arange(rel.shape[0]), axis])
+            lambert = 0.45 + 0.55 * np.clip(n @ light, 0, 1)
+            base[sel] = np.asarray(box.color, np.float32) * lambert[:, None]
         if self.config.texture:
-            base *= self._texture(points, layer, frame)[..., None]
+            base *= self._texture(points, layer, frame, footprint)[..., None]
         return np.clip(base, 0, 255).astype(np.uint8)
 
-    def _texture(self, points: np.ndarray, layer: np.ndarray, frame: int) -> np.ndarray:
+    def _texture(self, points: np.ndarray, layer: np.ndarray, frame: int, footprint: np.ndarray) -> np.ndarray:
         """(H, W) float32 brightness factor in [0.45, 1.55] fixed to each surface (spheres: to the moving sphere).
 
         Surface coordinates in metres: (x, z) on the ground, (x, y) on the wall, (longitude, latitude)
-        arc lengths on a sphere; three octaves of value noise, finer on nearer surfaces.
+        arc lengths on a sphere; three octaves of value noise. An octave whose cells are smaller than
+        3 pixels' ``footprint`` (H, W) (metres per pixel on the surface) fades to its mean, gone at 1.5 pixels.
         """
         s = np.zeros(layer.shape + (2,), np.float32)
         scale = np.ones(layer.shape, np.float32)
@@ -208,8 +270,11 @@ class Scene:
             n = (points[sel] - centre.astype(np.float32)) / o.radius
             s[sel] = o.radius * np.stack([np.arctan2(n[:, 0], n[:, 2]), np.arcsin(np.clip(n[:, 1], -1, 1))], -1)
             scale[sel] = 0.04 * o.radius
-        tex = sum(w * _value_noise(s / (scale * k)[..., None], seed)
-                  for k, w, seed in ((1.0, 0.5, 1), (2.7, 0.3, 2), (7.0, 0.2, 3)))
+        tex = 0.5
+        for k, w, seed in ((1.0, 0.5, 1), (2.7, 0.3, 2), (7.0, 0.2, 3)):
+            cell = scale / k
+            fade = np.clip((cell / footprint - 1.5) / 1.5, 0, 1)
+            tex = tex + w * fade * (_value_noise(s / cell[..., None], seed) - 0.5)
         return (0.45 + 1.1 * tex).astype(np.float32)
 
 

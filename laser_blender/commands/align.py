@@ -16,7 +16,7 @@ from laser_blender.commands._options import (
     option_error,
     settings_from_args,
 )
-from laser_blender.console import fail, graceful_interrupt, progress_bar
+from laser_blender.console import fail, graceful_interrupt, print_solve, progress_bar
 from laser_blender.driver import orient_completed_run
 from laser_blender.orient import describe
 from laser_blender.outcome import ExitCode
@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if status == RunStatus.complete:
         orient_completed_run(RunDir(args.output))
         print(f"laser-blender: {describe(RunDir(args.output).scene_transform())}", file=sys.stderr)
+    print_solve(args.output)
     print(args.output)
     if status == RunStatus.cancelled:
         print("laser-blender: cancelled", file=sys.stderr)

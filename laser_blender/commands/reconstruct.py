@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from core.run.manifest import RunStatus
 from laser_blender.commands._options import add_job_arguments, job_from_args, option_error
-from laser_blender.console import fail, graceful_interrupt, progress_bar
+from laser_blender.console import fail, graceful_interrupt, print_solve, progress_bar
 from laser_blender.protocol import Job
 
 help = "reconstruct a video file or image folder into a run directory"
@@ -31,6 +31,7 @@ def run_job(job: Job, desc: str = "reconstruct") -> int:
     if outcome.status == RunStatus.failed:
         kept = f" (finished windows are kept in {job.run_dir}; `--resume` continues)" if outcome.resumable else ""
         return fail(outcome.error + kept, outcome.exit_code)
+    print_solve(job.run_dir)
     if outcome.status == RunStatus.cancelled:
         print(f"laser-blender: cancelled after {outcome.windows} windows ({outcome.frames} frames); they are in "
               f"{job.run_dir} (`--resume` continues)", file=sys.stderr)

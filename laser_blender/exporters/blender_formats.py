@@ -3,9 +3,9 @@ add-on and ``laser-blender blend`` build (:func:`laser_blender.scene.import_run`
 
 What they carry: the camera, animated on every frame (keys as built: location and rotation
 under the scene root, whose matrix is the scene transform), with its lens and sensor; the
-point cloud as vertex-only meshes (the Geometry Nodes display modifier is left out, so
-the vertices themselves are written). Blender's own axis conventions per format apply
-(FBX: -Z forward, +Y up; Alembic and USD: +Y up).
+point cloud and the camera solve's bundles, when the run has them, as vertex-only meshes
+(the Geometry Nodes display modifier is left out, so the vertices themselves are written).
+Blender's own axis conventions per format apply (FBX: -Z forward, +Y up; Alembic and USD: +Y up).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def build_scene(run_dir: Path, options: ExportOptions):
         run = import_run(empty_scene(), Path(run_dir), SceneOptions(
             point_budget=options.max_points, conf_percentile=options.conf_percentile,
             sensor_width=options.sensor_width, seed=options.seed))
-    for obj in run.point_objects:
+    for obj in [*run.point_objects, *filter(None, [run.bundles_object])]:
         obj.modifiers.clear()
     return run
 

@@ -1,0 +1,141 @@
+"""Accuracy of the camera solve against ground truth, beside the unrefined (registered) cameras.
+
+The synthetic shot (textured surfaces, the moving object in view, footage filtered 2x like a real
+camera's) streams through the synthetic backbone (default network noise) twice per seed: with
+the solve (``--refine``) and without it (the default). Per run, from ground truth:
+
+* ``gt_px``: static scene points' exact pixels in every frame, triangulated with the run's cameras
+  and reprojected with them (RMS, footage pixels): what a matchmover sees as a CG object sliding;
+* ``ate``: camera-centre error after a Sim(3) fit (scene units, the truth's);
+* ``focal_err``: relative focal-length error at footage resolution;
+* ``rms_px``: the run's own solve error (solve.json), which should estimate ``gt_px`` honestly.
+
+    .venv/bin/python benchmarks/solve_accuracy.py [--size 1280x720] [--frames 90] [--seeds 0 1 2] [--json out.json]
+        [--figure docs/images/solve_error.png]
+
+``--figure`` plots the per-frame solve error of the first seed with and without refinement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _results import save_results  # noqa: E402  (beside this script)
+
+from core.engine import reconstruct  # noqa: E402
+from core.metrics import ate, triangulated_reprojection_rms  # noqa: E402
+from core.run.rundir import RunDir  # noqa: E402
+from core.run.settings import EngineSettings  # noqa: E402
+from core.synthetic import Scene, SceneConfig, SyntheticBackbone, SyntheticNoise, SyntheticSource  # noqa: E402
+from core.synthetic.solve_truth import StaticTruth, static_truth  # noqa: E402
+
+PREDICTION = (256, 144)
+
+
+def run_cameras(run: RunDir) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frames (N,), world_from_cam (N, 4, 4), footage K (3, 3)) of a finished run."""
+    windows = list(run.iter_aligned())
+    frames = np.concatenate([w.frames for w in windows])
+    poses = np.concatenate([w.poses for w in windows]).astype(np.float64)
+    K = run.read_manifest().geometry.intrinsics_to_footage(windows[0].K.astype(np.float64))
+    return frames, poses, K
+
+
+def per_frame_truth_px(poses: np.ndarray, K: np.ndarray, truth: StaticTruth) -> np.ndarray:
+    """(F,) RMS per frame of the triangulated-and-reprojected true observations."""
+    seen = truth.seen & (truth.seen.sum(0) >= 2)[None]
+    P = K @ np.linalg.inv(poses)[:, :3, :]
+    A = np.concatenate([truth.uv[..., :1, None] * P[:, None, 2:] - P[:, None, :1],
+                        truth.uv[..., 1:, None] * P[:, None, 2:] - P[:, None, 1:2]], -2)
+    A = (A * seen[..., None, None]).transpose(1, 0, 2, 3).reshape(truth.uv.shape[1], -1, 4)
+    X = np.linalg.svd(A)[2][:, -1]
+    proj = np.einsum("fij,pj->fpi", P, X)
+    err = np.where(seen, np.linalg.norm(proj[..., :2] / proj[..., 2:] - truth.uv, axis=-1), 0.0)
+    return np.sqrt((err ** 2).sum(1) / np.maximum(seen.sum(1), 1))
+
+
+def measure(scene: Scene, truth: StaticTruth, run: RunDir) -> dict:
+    frames, poses, K = run_cameras(run)
+    report = run.read_solve()
+    return {
+        "gt_px": triangulated_reprojection_rms(poses, K, truth.uv, truth.seen),
+        "ate": ate(poses, scene.pose(frames))["rmse"],
+        "focal_err": abs(K[0, 0] / scene.K()[0, 0] - 1),
+        "rms_px": report.rms_px if report else None,
+        "per_frame_gt_px": per_frame_truth_px(poses, K, truth).round(4).tolist(),
+        "per_frame_px": {int(k): v for k, v in (report.per_frame_px if report else {}).items()},
+    }
+
+
+def study(size: tuple[int, int], frames: int, seeds: list[int], workdir: Path) -> dict:
+    scene = Scene(SceneConfig(width=size[0], height=size[1], num_frames=frames, texture=True))
+    truth = static_truth(scene, np.arange(frames))
+    out: dict = {"setup": {"size": list(size), "frames": frames, "prediction": list(PREDICTION),
+                           "points": int(truth.seen.any(0).sum())}, "seeds": {}}
+    for seed in seeds:
+        row = {}
+        for refine in (False, True):
+            run = RunDir(workdir / f"s{seed}_{refine}")
+            t0 = time.perf_counter()
+            reconstruct(SyntheticSource(scene, supersample=2), SyntheticBackbone(scene, SyntheticNoise(seed=seed),
+                        size=PREDICTION), run.root, EngineSettings(refine=refine), overwrite=True)
+            row["refined" if refine else "unrefined"] = {**measure(scene, truth, run),
+                                                         "seconds": round(time.perf_counter() - t0, 1)}
+        a, b = row["unrefined"], row["refined"]
+        print(f"seed {seed}: truth reprojection {a['gt_px']:.3f} -> {b['gt_px']:.3f} px, ATE {a['ate']:.4f} -> "
+              f"{b['ate']:.4f}, focal error {100 * b['focal_err']:.2f} %, solve error {b['rms_px']:.3f} px",
+              flush=True)
+        out["seeds"][seed] = row
+    return out
+
+
+def figure(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seed = next(iter(results["seeds"].values()))
+    fig, ax = plt.subplots(figsize=(8, 3.2), dpi=120)
+    for key, style in (("unrefined", "--"), ("refined", "-")):
+        ax.plot(seed[key]["per_frame_gt_px"], style, label=f"{key}: true error (static points)")
+    solve = seed["refined"]["per_frame_px"]
+    ax.plot(list(solve), list(solve.values()), ":", label="refined: solve error (solve.json)")
+    ax.set_xlabel("frame")
+    ax.set_ylabel("reprojection error (px)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.set_title(f"Per-frame error, synthetic {results['setup']['size'][0]}x{results['setup']['size'][1]} shot")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", default="1280x720")
+    ap.add_argument("--frames", type=int, default=90)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--figure", type=Path)
+    args = ap.parse_args()
+    size = tuple(int(v) for v in args.size.lower().split("x"))
+    with tempfile.TemporaryDirectory(prefix="solve_accuracy_") as tmp:
+        results = study(size, args.frames, args.seeds, Path(tmp))
+    if args.figure:
+        figure(results, args.figure)
+    save_results(results, args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""The camera solve as an engine stage: each registered window's new cameras refined against footage tracks.
+
+For each window, after the Sim(3) and layer alignment, the bundle adjustment (``core.solve.bundle``)
+sees the window's KLT tracks over all its frames (``core.solve.tracks.WindowTracker``): the overlap
+frames, already emitted, keep their cameras (fixed: the run stays append-only, and they carry the
+gauge and the scale from window to window); the new frames' cameras and the track points are
+refined, with the network depth of every observation as a prior. The first window has no emitted
+frames: its first camera is held and the depth prior sets the scale.
+
+Then the dense depth follows the solve: each new frame's depth map is rescaled by the median ratio
+of its solved track depths to the network's depth under them, so the point cloud written for a frame
+agrees with its refined camera.
+
+A window whose tracks give too few solved points (textureless or static footage), or whose solve
+would move a camera implausibly far, keeps its registered cameras, and :attr:`WindowSolve.warning`
+says why: the solve never makes a window worse than the network's cameras by failing silently.
+
+Conventions: OpenCV cameras, camera-to-world poses, footage pixels with pixel centres at +0.5; the
+intrinsics given are at prediction resolution and mapped to the footage by the run's
+:class:`~core.run.manifest.InputGeometry`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from core.registration import Reference, RegistrationResult
+from core.run.manifest import InputGeometry
+from core.run.solve import Bundles, SolveReport, SolveTally
+from core.solve.bundle import BundleParams, Observations, adjust, initial_points, project
+from core.solve.tracks import WindowTracks
+
+
+@dataclass(frozen=True)
+class SolveParams:
+    """Settings of the solve stage (the bundle adjustment's own in ``bundle``)."""
+
+    min_points: int = 30        # solved points a window needs, else its cameras stay as registered
+    max_shift: float = 0.25     # a solve moving a camera centre farther than this share of the median
+    #                             track depth is not trusted
+    min_depth_obs: int = 20     # inlier observations a frame needs for its depth map to be rescaled
+    bundle: BundleParams = field(default_factory=BundleParams)
+
+
+@dataclass
+class WindowSolve:
+    """One window after the solve: the refined ``result``, its sparse solve, a ``warning`` when it was skipped."""
+
+    result: RegistrationResult
+    bundles: Bundles
+    warning: str | None = None
+
+
+def _sample_depth(depth: np.ndarray, mask: np.ndarray, frame: np.ndarray, xy_pred: np.ndarray) -> np.ndarray:
+    """(M,) confident depth under prediction pixels ``xy_pred`` (M, 2) of frames ``frame`` (M,); NaN elsewhere."""
+    n, h, w = depth.shape
+    col, row = np.floor(xy_pred[:, 0]).astype(np.int64), np.floor(xy_pred[:, 1]).astype(np.int64)
+    inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    col, row = np.clip(col, 0, w - 1), np.clip(row, 0, h - 1)
+    d = depth[frame, row, col]
+    return np.where(inside & mask[frame, row, col] & (d > 0), d, np.nan).astype(np.float64)
+
+
+def _frame_medians(values: np.ndarray, frame: np.ndarray, frames: int, minimum: int) -> np.ndarray:
+    """(frames,) median of ``values`` per frame index, NaN where a frame has fewer than ``minimum``."""
+    out = np.full(frames, np.nan)
+    for f in range(frames):
+        v = values[frame == f]
+        if len(v) >= minimum:
+            out[f] = np.median(v)
+    return out
+
+
+class CameraSolve:
+    """Refines registered windows against their footage tracks and keeps the run's solve figures.
+
+    Attributes:
+        geometry: how footage frames became network inputs (maps prediction pixels to footage pixels).
+        params: the stage's settings.
+        tally: running figures of every window solved so far (solve.json).
+    """
+
+    def __init__(self, geometry: InputGeometry, params: SolveParams | None = None):
+        self.geometry = geometry
+        self.params = params or SolveParams()
+        self.tally = SolveTally()
+        self._to_footage = geometry.to_footage()
+
+    def restore(self, windows: list[Bundles]) -> None:
+        """Resume: the figures of the windows already on disk (oldest first)."""
+        self.tally = SolveTally()
+        for bundles in windows:
+            self.tally.add(bundles)
+
+    def report(self, K: np.ndarray) -> SolveReport:
+        """solve.json's figures so far; ``K`` (3, 3) the run's intrinsics at prediction resolution."""
+        return self.tally.report(focal=float((self._to_footage @ K)[0, 0]))
+
+    def refine(self, result: RegistrationResult, previous: Reference | None, K: np.ndarray,
+               tracks: WindowTracks) -> WindowSolve:
+        """Refine ``result``'s new cameras and depth; see the module docstring.
+
+        Args:
+            result: the window as registered (``result.window`` holds its new frames only).
+            previous: the previous window's tail (the frames this window shares with it, already emitted),
+                None for the first window.
+            K: (3, 3) intrinsics at prediction resolution.
+            tracks: the window's tracks, over all its frames.
+        """
+        win = result.window
+        fixed_frames = previous.frames if previous is not None else np.zeros(0, np.int64)
+        n_fixed = len(fixed_frames)
+        frames = np.concatenate([fixed_frames, win.frames])
+        poses = np.concatenate([previous.poses if previous is not None else np.zeros((0, 4, 4)),
+                                win.poses]).astype(np.float64)
+        depth = win.depth if previous is None else np.concatenate([previous.depth, win.depth])
+        mask = win.mask if previous is None else np.concatenate([previous.mask, win.mask])
+        Kf = self._to_footage @ K.astype(np.float64)
+
+        local = np.searchsorted(frames, tracks.frame)
+        known = (local < len(frames)) & (frames[np.minimum(local, len(frames) - 1)] == tracks.frame)
+        local, track_id = local[known], tracks.track[known]
+        xy, rgb = tracks.xy[known].astype(np.float64), tracks.rgb[known]
+        xy_pred = (xy - self._to_footage[:2, 2]) / np.diag(self._to_footage)[:2]
+        ids, point = np.unique(track_id, return_inverse=True)
+        obs = Observations(local, point, xy, _sample_depth(depth, mask, local, xy_pred))
+
+        few = f"tracked points (at least {self.params.min_points} needed; textureless, blurred or static footage?)"
+        if len(ids) < self.params.min_points:
+            return self._skipped(result, tracks.count, f"only {len(ids)} {few}")
+        ba = adjust(poses, np.arange(len(frames)) < n_fixed, Kf, obs, initial_points(poses, Kf, obs, len(ids)),
+                    self.params.bundle)
+        solved = int(np.isfinite(ba.points).all(1).sum())
+        typical = float(np.nanmedian(obs.depth)) if np.isfinite(obs.depth).any() else np.inf
+        shift = float(np.linalg.norm(ba.world_from_cam[n_fixed:, :3, 3] - poses[n_fixed:, :3, 3], axis=1).max(
+            initial=0.0))
+        if solved < self.params.min_points:
+            return self._skipped(result, tracks.count, f"only {solved} solved {few}")
+        if not np.isfinite(ba.rms_px):
+            return self._skipped(result, tracks.count, "the adjustment did not converge")
+        if shift > self.params.max_shift * typical:
+            return self._skipped(result, tracks.count, f"the solve moved a camera by {shift:.3g} scene units "
+                                 f"at a typical depth of {typical:.3g} (mismatched tracks?)")
+
+        # dense depth follows the solve: per new frame, the median ratio of solved to network track depth
+        R, C = ba.world_from_cam[:, :3, :3], ba.world_from_cam[:, :3, 3]
+        uv, z = project(R, C, Kf, np.nan_to_num(ba.points), obs)
+        use = ba.inlier & np.isfinite(obs.depth) & (obs.frame >= n_fixed)
+        ratio = _frame_medians(np.log(z[use] / obs.depth[use]), obs.frame[use] - n_fixed, len(win),
+                               self.params.min_depth_obs)
+        factor = np.exp(np.nan_to_num(ratio)).astype(np.float32)
+        new_poses = ba.world_from_cam[n_fixed:]
+        refined = replace(win, poses=new_poses.astype(np.float32), depth=win.depth * factor[:, None, None])
+        reference = _updated_reference(result.reference, win.frames, new_poses, factor)
+
+        bundles = self._bundles(obs, ba.inlier, n_fixed, frames, ba.points, rgb,
+                                np.linalg.norm(uv - obs.xy, axis=1), tracks.count)
+        self.tally.add(bundles)
+        return WindowSolve(RegistrationResult(window=refined, reference=reference), bundles)
+
+    def _skipped(self, result: RegistrationResult, count: int, why: str) -> WindowSolve:
+        """The window as registered, with no sparse solve and a warning saying ``why``."""
+        empty = Bundles(np.zeros((0, 3)), np.zeros((0, 3), np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                        np.zeros((0, 2), np.float32), tracks=count)
+        self.tally.add(empty)
+        return WindowSolve(result, empty, f"window {result.window.index}: camera solve skipped, {why}; "
+                                          "keeping the network's cameras for its frames")
+
+    def _bundles(self, obs: Observations, inlier: np.ndarray, n_fixed: int, frames: np.ndarray,
+                 points: np.ndarray, rgb: np.ndarray, err: np.ndarray, count: int) -> Bundles:
+        """The window's sparse solve: points with at least two inlier observations on its new frames."""
+        keep = inlier & (obs.frame >= n_fixed)
+        views = np.bincount(obs.point[keep], minlength=len(points))
+        keep &= views[obs.point] >= 2
+        used, slot = np.unique(obs.point[keep], return_inverse=True)
+        first = np.zeros(len(used), np.int64)
+        first[slot[::-1]] = np.flatnonzero(keep)[::-1]  # each point's first observation (its colour)
+        return Bundles(points[used], rgb[first], slot, frames[obs.frame[keep]], obs.xy[keep].astype(np.float32),
+                       err[keep].astype(np.float32), tracks=count)
+
+
+def _updated_reference(reference: Reference, frames: np.ndarray, poses: np.ndarray, factor: np.ndarray) -> Reference:
+    """``reference`` with the refined ``poses`` (N, 4, 4) and depth ``factor`` (N,) of the window's new ``frames``."""
+    at = np.searchsorted(frames, reference.frames)
+    ours = (at < len(frames)) & (frames[np.minimum(at, len(frames) - 1)] == reference.frames)
+    new_poses = reference.poses.copy()
+    new_poses[ours] = poses[at[ours]].astype(np.float32)  # as stored, so a resumed run continues exactly
+    scale = np.where(ours, factor[np.minimum(at, len(frames) - 1)], np.float32(1))[:, None, None]
+    return replace(reference, poses=new_poses, depth=reference.depth * scale,
+                   sim3_depth=reference.sim3_depth * scale)

@@ -1,0 +1,126 @@
+"""The camera solve as an engine stage (``--refine``): accuracy against ground truth, resume, bad footage, CLI.
+
+A textured synthetic shot (the moving object in view) streams through the synthetic backbone with
+its default network noise, once with the solve and once without; the truth is static scene points'
+exact pixels in every frame (``core.synthetic.solve_truth``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core import events
+from core.engine import reconstruct
+from core.metrics import ate, triangulated_reprojection_rms
+from core.run.rundir import RunDir
+from core.run.settings import EngineSettings
+from core.synthetic import Scene, SceneConfig, SyntheticBackbone, SyntheticNoise, SyntheticSource, render_clip
+from core.synthetic.solve_truth import static_truth
+
+SIZE, FRAMES, PREDICTION = (480, 270), 40, (192, 108)
+SETTINGS = dict(window=16, overlap=6)
+
+
+@pytest.fixture(scope="module")
+def scene() -> Scene:
+    return Scene(SceneConfig(width=SIZE[0], height=SIZE[1], num_frames=FRAMES, texture=True))
+
+
+def _run(scene: Scene, run_dir: Path, refine: bool, source=None, **kw) -> str:
+    backbone = SyntheticBackbone(scene, SyntheticNoise(seed=0), size=PREDICTION)
+    return reconstruct(source or SyntheticSource(scene, supersample=2), backbone, run_dir,
+                       EngineSettings(refine=refine, **SETTINGS), **kw)
+
+
+def _cameras(run_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frames, world_from_cam (N, 4, 4), footage K (3, 3)) of a run."""
+    run = RunDir(run_dir)
+    windows = list(run.iter_aligned())
+    K = run.read_manifest().geometry.intrinsics_to_footage(windows[0].K.astype(np.float64))
+    return (np.concatenate([w.frames for w in windows]),
+            np.concatenate([w.poses for w in windows]).astype(np.float64), K)
+
+
+@pytest.fixture(scope="module")
+def runs(scene, tmp_path_factory) -> dict[bool, Path]:
+    root = tmp_path_factory.mktemp("solve_stage")
+    for refine in (False, True):
+        assert _run(scene, root / f"refine_{refine}", refine) == "complete"
+    return {refine: root / f"refine_{refine}" for refine in (False, True)}
+
+
+def test_refined_cameras_hold_static_points_better_than_the_network(scene, runs):
+    """Static points triangulated with the refined cameras reproject closer to their true pixels,
+    the path is closer to the truth, and solve.json's error is an honest estimate of the true one."""
+    truth = static_truth(scene, np.arange(FRAMES))
+    figures = {}
+    for refine, run_dir in runs.items():
+        frames, poses, K = _cameras(run_dir)
+        np.testing.assert_array_equal(frames, np.arange(FRAMES))
+        figures[refine] = (triangulated_reprojection_rms(poses, K, truth.uv, truth.seen),
+                           ate(poses, scene.pose(frames))["rmse"])
+    (px_before, ate_before), (px_after, ate_after) = figures[False], figures[True]
+    assert px_after < 0.75 * px_before, figures
+    assert ate_after < ate_before, figures
+    report = RunDir(runs[True]).read_solve()
+    assert RunDir(runs[False]).read_solve() is None
+    assert px_after / 2 <= report.rms_px <= max(2 * px_after, px_after + 0.3), (report.rms_px, px_after)
+    assert sorted(report.per_frame_px) == list(range(FRAMES))
+    bundles = RunDir(runs[True]).read_bundles()
+    assert len(bundles.xyz) == report.points > 100 and len(bundles.obs_xy) == report.inliers
+
+
+def test_resumed_solve_equals_an_uninterrupted_one(scene, runs, tmp_path):
+    cancel, done = threading.Event(), []
+
+    def on_event(e):
+        if isinstance(e, events.WindowDone):
+            done.append(e.index)
+            if len(done) == 2:
+                cancel.set()
+
+    assert _run(scene, tmp_path / "run", True, on_event=on_event, cancel=cancel) == "cancelled"
+    assert _run(scene, tmp_path / "run", True, resume=True) == "complete"
+    _, resumed, _ = _cameras(tmp_path / "run")
+    _, whole, _ = _cameras(runs[True])
+    path_length = np.linalg.norm(np.diff(whole[:, :3, 3], axis=0), axis=1).sum()
+    np.testing.assert_allclose(resumed, whole, atol=1e-5 * path_length)
+    a, b = RunDir(tmp_path / "run").read_solve(), RunDir(runs[True]).read_solve()
+    assert a.points == b.points and a.rms_px == pytest.approx(b.rms_px, rel=1e-6)
+
+
+class BlankFootage(SyntheticSource):
+    """The scene's frames for the network, but featureless grey footage (a lens cap, a blown-out shot)."""
+
+    def frame_pairs(self, geometry=None, skip=0, warn=None):
+        for index, image, footage in super().frame_pairs(geometry, skip, warn):
+            yield index, image, np.full_like(footage, 128)
+
+
+def test_textureless_footage_keeps_the_network_cameras_and_says_why(scene, runs, tmp_path):
+    notices = []
+    status = _run(scene, tmp_path / "run", True, source=BlankFootage(scene, supersample=2),
+                  on_event=lambda e: notices.append(e.message) if isinstance(e, events.Notice) else None)
+    assert status == "complete"
+    skipped = [m for m in notices if "camera solve skipped" in m]
+    assert len(skipped) == len(list(RunDir(tmp_path / "run").iter_aligned())) and "textureless" in skipped[0]
+    # the network's cameras, up to float32 rounding of the work done alongside
+    np.testing.assert_allclose(_cameras(tmp_path / "run")[1], _cameras(runs[False])[1], rtol=0, atol=1e-6)
+
+
+def test_cli_reconstruct_refine_prints_the_solve_error(tmp_path):
+    video, gt = render_clip(tmp_path / "clip", SceneConfig(width=320, height=180, num_frames=24, texture=True))
+    cli = str(Path(sys.executable).with_name("laser-blender"))
+    r = subprocess.run([cli, "reconstruct", str(video), "-o", str(tmp_path / "run"),
+                        "--backbone", "synthetic", "--synthetic-scene", str(gt), "--window", "12", "--overlap", "4",
+                        "--refine"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    report = RunDir(tmp_path / "run").read_solve()
+    assert report is not None and report.points > 0
+    assert f"laser-blender: {report.summary()}" in r.stderr
