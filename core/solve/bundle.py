@@ -37,10 +37,11 @@ class Observations:
 
 @dataclass(frozen=True)
 class BundleParams:
-    loss_px: float = 1.0        # Huber threshold (pixels)
-    outlier_px: float = 2.0     # observations farther than this after the first solve are outliers
-    depth_sigma: float = 0.5    # relative (log) depth tolerance of the network-depth prior
-    min_views: int = 3          # a point needs this many inlier observations to enter the solve
+    loss_px: float = 0.5        # Huber threshold (pixels)
+    outlier_px: float = 1.0     # observations farther than this after the first solve are outliers
+    depth_sigma: float = 2.0    # relative (log) depth tolerance of the network-depth prior: loose, it only
+    #                             holds the scale where parallax is low (network layers are off by tens of %)
+    min_views: int = 6          # a point needs this many inlier observations to enter the solve
 
 
 @dataclass(frozen=True)
