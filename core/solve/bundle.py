@@ -122,7 +122,7 @@ def _enough_views(obs: Observations, inlier: np.ndarray, num_points: int, min_vi
 
 
 def _solve(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Observations,
-           points: np.ndarray, params: BundleParams, iterations: int = 20) -> tuple[np.ndarray, np.ndarray]:
+           points: np.ndarray, params: BundleParams, iterations: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """Levenberg-Marquardt on cameras and points with the points eliminated (Schur complement), Huber by IRLS.
 
     Returns the refined (F, 4, 4) poses and (P, 3) points (points without observations unchanged).
