@@ -11,6 +11,10 @@ Then the dense depth follows the solve: each new frame's depth map is rescaled b
 of its solved track depths to the network's depth under them, so the point cloud written for a frame
 agrees with its refined camera.
 
+Track observations far from where the network's own cameras and depth put them (more than
+``SolveParams.network_gate`` of the footage width: moving things, mismatches) are left out first,
+so a moving object cannot pull the solve.
+
 A window whose tracks give too few solved points (textureless or static footage), or whose solve
 would move a camera implausibly far, keeps its registered cameras, and :attr:`WindowSolve.warning`
 says why: the solve never makes a window worse than the network's cameras by failing silently.
@@ -41,6 +45,9 @@ class SolveParams:
     max_shift: float = 0.25     # a solve moving a camera centre farther than this share of the median
     #                             track depth is not trusted
     min_depth_obs: int = 20     # inlier observations a frame needs for its depth map to be rescaled
+    network_gate: float = 0.01  # track observations farther than this share of the footage width from where
+    #                             the network's cameras and depth put them are left out before the adjustment
+    #                             (moving things, mismatches): they would otherwise pull the solve
     bundle: BundleParams = field(default_factory=BundleParams)
 
 
@@ -130,6 +137,11 @@ class CameraSolve:
         few = f"tracked points (at least {self.params.min_points} needed; textureless, blurred or static footage?)"
         if len(ids) < self.params.min_points:
             return self._skipped(result, tracks.count, f"only {len(ids)} {few}")
+        # what the network's cameras and depth already explain: a moving object or a mismatch is far from it
+        start = np.nan_to_num(initial_points(poses, Kf, obs, len(ids)))
+        uv, _ = project(poses[:, :3, :3], poses[:, :3, 3], Kf, start, obs)
+        agree = np.linalg.norm(uv - obs.xy, axis=1) < self.params.network_gate * self.geometry.footage[0]
+        obs, rgb = obs.subset(agree), rgb[agree]
         ba = adjust(poses, np.arange(len(frames)) < n_fixed, Kf, obs, initial_points(poses, Kf, obs, len(ids)),
                     self.params.bundle)
         solved = int(np.isfinite(ba.points).all(1).sum())
