@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import save_results  # noqa: E402  (beside this script)
 
 from core.engine import reconstruct  # noqa: E402
-from core.metrics import ate, triangulated_reprojection_rms  # noqa: E402
+from core.metrics import ate, triangulated_reprojection_errors, triangulated_reprojection_rms  # noqa: E402
 from core.run.rundir import RunDir  # noqa: E402
 from core.run.settings import EngineSettings  # noqa: E402
 from core.synthetic import Scene, SceneConfig, SyntheticBackbone, SyntheticNoise, SyntheticSource  # noqa: E402
@@ -53,15 +53,8 @@ def run_cameras(run: RunDir) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def per_frame_truth_px(poses: np.ndarray, K: np.ndarray, truth: StaticTruth) -> np.ndarray:
     """(F,) RMS per frame of the triangulated-and-reprojected true observations."""
-    seen = truth.seen & (truth.seen.sum(0) >= 2)[None]
-    P = K @ np.linalg.inv(poses)[:, :3, :]
-    A = np.concatenate([truth.uv[..., :1, None] * P[:, None, 2:] - P[:, None, :1],
-                        truth.uv[..., 1:, None] * P[:, None, 2:] - P[:, None, 1:2]], -2)
-    A = (A * seen[..., None, None]).transpose(1, 0, 2, 3).reshape(truth.uv.shape[1], -1, 4)
-    X = np.linalg.svd(A)[2][:, -1]
-    proj = np.einsum("fij,pj->fpi", P, X)
-    err = np.where(seen, np.linalg.norm(proj[..., :2] / proj[..., 2:] - truth.uv, axis=-1), 0.0)
-    return np.sqrt((err ** 2).sum(1) / np.maximum(seen.sum(1), 1))
+    err, seen = triangulated_reprojection_errors(poses, K, truth.uv, truth.seen)
+    return np.sqrt((np.where(seen, err, 0.0) ** 2).sum(1) / np.maximum(seen.sum(1), 1))
 
 
 def measure(scene: Scene, truth: StaticTruth, run: RunDir) -> dict:

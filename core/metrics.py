@@ -186,9 +186,9 @@ def pointcloud_metrics(pred: np.ndarray, gt: np.ndarray, max_points: int = 200_0
     return {"accuracy": accuracy, "completeness": completeness, "chamfer": (accuracy + completeness) / 2}
 
 
-def triangulated_reprojection_rms(world_from_cam: np.ndarray, K: np.ndarray, uv: np.ndarray,
-                                  seen: np.ndarray) -> float:
-    """How well cameras explain exact observations: RMS pixel error after triangulating and reprojecting.
+def triangulated_reprojection_errors(world_from_cam: np.ndarray, K: np.ndarray, uv: np.ndarray,
+                                     seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How well cameras explain exact observations: pixel errors after triangulating and reprojecting.
 
     Each point's exact observations are triangulated (linear DLT) with the given cameras and
     reprojected with them; the error does not depend on the cameras' world frame or scale, so an
@@ -199,6 +199,8 @@ def triangulated_reprojection_rms(world_from_cam: np.ndarray, K: np.ndarray, uv:
         K: (3, 3) estimated intrinsics (pixels of ``uv``).
         uv: (F, P, 2) true pixel positions of P static points in the F frames.
         seen: (F, P) bool where the point is visible; points seen fewer than twice are ignored.
+    Returns:
+        (F, P) pixel error of each observation, and (F, P) bool the observations it holds for.
     """
     seen = seen & (seen.sum(0) >= 2)[None]
     P = K @ np.linalg.inv(world_from_cam)[:, :3, :]  # (F, 3, 4) world -> pixel
@@ -207,5 +209,11 @@ def triangulated_reprojection_rms(world_from_cam: np.ndarray, K: np.ndarray, uv:
     A = (A * seen[..., None, None]).transpose(1, 0, 2, 3).reshape(uv.shape[1], -1, 4)
     X = np.linalg.svd(A)[2][:, -1]
     proj = np.einsum("fij,pj->fpi", P, X)
-    err = np.linalg.norm(proj[..., :2] / proj[..., 2:] - uv, axis=-1)
+    return np.linalg.norm(proj[..., :2] / proj[..., 2:] - uv, axis=-1), seen
+
+
+def triangulated_reprojection_rms(world_from_cam: np.ndarray, K: np.ndarray, uv: np.ndarray,
+                                  seen: np.ndarray) -> float:
+    """RMS over all observations of :func:`triangulated_reprojection_errors` (same arguments)."""
+    err, seen = triangulated_reprojection_errors(world_from_cam, K, uv, seen)
     return float(np.sqrt((err[seen] ** 2).mean()))
