@@ -1,9 +1,12 @@
 """Bundle adjustment of a window's cameras against footage tracks, earlier cameras fixed, network depth as a prior.
 
 Solver: vectorised Levenberg-Marquardt with an analytic Jacobian, the points eliminated by the Schur
-complement (a dense 6F x 6F camera system), Huber loss by reweighting; then outlier rejection and a
-second solve on the inliers. (``scipy.optimize.least_squares`` with the sparse pattern converged to the
-same solution 15-30x slower on the test window.)
+complement (a dense 6F x 6F camera system; each point's 3x3 block by a closed-form Cholesky factor),
+Huber loss by reweighting; then outlier rejection and a second solve on the inliers. The observations
+are laid on a dense cameras x points grid, so the per-observation Jacobian blocks are element-wise
+array expressions and their sums are axis sums (no gathers, scatters or batched tiny matrix products).
+(``scipy.optimize.least_squares`` with the sparse pattern converged to the same solution 15-30x slower
+than a first, slower version of this solver.)
 
 Conventions: OpenCV cameras, ``world_from_cam`` (F, 4, 4) camera-to-world poses, footage pixels with
 pixel centres at +0.5 (``core.geometry.camera.pixel_grid``), ``K`` (3, 3) footage intrinsics.
@@ -122,88 +125,94 @@ def _enough_views(obs: Observations, inlier: np.ndarray, num_points: int, min_vi
 
 
 def _solve(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Observations,
-           points: np.ndarray, params: BundleParams, iterations: int = 100) -> tuple[np.ndarray, np.ndarray]:
+           points: np.ndarray, params: BundleParams, iterations: int = 100,
+           tolerance: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
     """Levenberg-Marquardt on cameras and points with the points eliminated (Schur complement), Huber by IRLS.
 
-    Returns the refined (F, 4, 4) poses and (P, 3) points (points without observations unchanged).
+    Returns the refined (F, 4, 4) poses and (P, 3) points (points without observations unchanged); stops
+    after ``iterations`` steps, or at a step that lowers the cost by less than the fraction ``tolerance``.
+    The observations lie on a dense (F, P') grid of cameras by observed points (at most one observation per
+    camera and point; an empty cell weighs nothing), so per-point and per-camera sums are axis sums and the
+    camera-point blocks W of the Hessian come out dense. Each point's damped 3x3 block is factored in closed
+    form (L, ``_cholesky3``); with ``Z = W L^-T`` the reduced camera system is ``Hcc - Z Z^T`` and the point
+    step takes triangular solves only. Camera unknowns are ordered parameter-major: (6, F').
     """
-    R, C, P = world_from_cam[:, :3, :3].copy(), world_from_cam[:, :3, 3].copy(), points.copy()
     free = np.flatnonzero(~fixed)
-    cam_slot = np.full(len(fixed), -1)
-    cam_slot[free] = np.arange(len(free))
+    n_cam = len(free)
     point_ids, point_slot = np.unique(obs.point, return_inverse=True)
-    m, n_pts, n_cam = len(obs.frame), len(point_ids), len(free)
-    on_free = cam_slot[obs.frame] >= 0
-    free_cam = cam_slot[obs.frame[on_free]]
-    cam_order = np.argsort(free_cam, kind="stable")
-    cam_starts = np.flatnonzero(np.r_[True, np.diff(free_cam[cam_order]) != 0]) if len(free_cam) else np.zeros(0, int)
-    cam_present = free_cam[cam_order][cam_starts]
+    R, C, P = world_from_cam[:, :3, :3].copy(), world_from_cam[:, :3, 3].copy(), points[point_ids]
+    grid = (len(fixed), len(point_ids))
+    cell = (obs.frame, point_slot)
+    seen, xy, log_depth, depth_weight = np.zeros(grid), np.zeros((2,) + grid), np.zeros(grid), np.zeros(grid)
+    seen[cell] = 1.0
+    xy[(slice(None),) + cell] = obs.xy.T
     has_depth = np.isfinite(obs.depth)
-    log_depth = np.log(np.where(has_depth, obs.depth, 1.0))
-    order = np.argsort(point_slot, kind="stable")
-    starts = np.flatnonzero(np.r_[True, np.diff(point_slot[order]) != 0])
+    log_depth[cell] = np.log(np.where(has_depth, obs.depth, 1.0))
+    depth_weight[cell] = np.where(has_depth, 1.0 / params.depth_sigma, 0.0)
+    fx, fy, k = K[0, 0], K[1, 1], params.loss_px
+    focal, centre = np.array([fx, fy])[:, None, None], K[:2, 2, None, None]
 
     def evaluate(R, C, P):
-        """Weighted residuals (M, 3) and robust cost."""
-        Rm = R[obs.frame]
-        cam = np.einsum("mji,mj->mi", Rm, P[obs.point] - C[obs.frame])
-        z = np.maximum(cam[:, 2], 1e-6)
-        r = np.empty((m, 3))
-        r[:, :2] = cam[:, :2] / z[:, None] * np.array([K[0, 0], K[1, 1]]) + K[:2, 2] - obs.xy
-        r[:, 2] = np.where(has_depth, (np.log(z) - log_depth) / params.depth_sigma, 0.0)
-        e = np.linalg.norm(r[:, :2], axis=1)
-        k = params.loss_px
-        cost = np.where(e < k, e ** 2, 2 * k * e - k * k).sum() + (r[:, 2] ** 2).sum()
-        return Rm, cam, z, r, e, cost
+        """Camera-space points (3, F, P'), clamped z (F, P'), residuals (3, F, P') (pixels; weighted log
+        depth; zero in empty cells), pixel errors (F, P') and the robust cost."""
+        Rt = R.transpose(2, 0, 1)  # Rt[c, f] = column c of camera f's R
+        pc = (Rt.reshape(-1, 3) @ P.T).reshape(3, *grid) - np.einsum("cfj,fj->cf", Rt, C)[:, :, None]
+        z = np.maximum(pc[2], 1e-6)
+        r = np.empty((3,) + grid)
+        r[:2] = (pc[:2] / z * focal + centre - xy) * seen
+        r[2] = (np.log(z) - log_depth) * depth_weight
+        e = np.hypot(r[0], r[1])
+        cost = np.where(e < k, e ** 2, 2 * k * e - k * k).sum() + (r[2] ** 2).sum()
+        return pc, z, r, e, cost
 
-    Rm, cam, z, r, e, cost = evaluate(R, C, P)
+    def normal_equations(R, pc, z, r, e):
+        """Huber-weighted Gauss-Newton blocks: per point Hpp (3, 3, P') and gp (3, P'); the free cameras'
+        Hcc (6F', 6F') (block diagonal) and gc (6F',); the camera-point blocks W (6, 3, F', P')."""
+        s = np.sqrt(np.where(e < k, 1.0, k / np.maximum(e, 1e-12))) * seen
+        iz = 1.0 / z
+        a, c = fx * iz * s, fy * iz * s  # d (weighted pixel residual) / d camera-space point: [[a 0 b] [0 c d]]
+        b, d = -a * pc[0] * iz, -c * pc[1] * iz
+        g = depth_weight * iz  # d (depth residual) / d z
+        Rk = R.transpose(2, 1, 0)[..., None]  # Rk[c, j] (F, 1) = R[:, j, c]: d camera-space point / d world point
+        Jp = np.stack([a * Rk[0] + b * Rk[2], c * Rk[1] + d * Rk[2], g * Rk[2]])  # (3 residuals, 3 coords, F, P')
+        x, y, zc = pc[:, free]  # rotation increment R <- R exp(w): d camera-space point / d w = [p]x
+        a, b, c, d, g = a[free], b[free], c[free], d[free], g[free]
+        Jr = np.stack([np.stack([-b * y, b * x - a * zc, a * y]), np.stack([c * zc - d * y, d * x, -c * x]),
+                       np.stack([-g * y, g * x, np.zeros_like(x)])])  # (3 residuals, 3 rotation, F', P')
+        rw = r * np.stack([s, s, np.ones(grid)])  # weighted residuals; d residual / d centre = -Jp
+        N, gp = _gram(Jp, Jp, symmetric=True), _gram(Jp, rw[:, None])[:, 0]
+        N_free, gp_free, Mx = N[:, :, free], gp[:, free], _gram(Jr, Jp[:, :, free])
+        Mx_sum = Mx.sum(-1)
+        blocks = np.concatenate([np.concatenate([_gram(Jr, Jr, symmetric=True).sum(-1), -Mx_sum], 1),
+                                 np.concatenate([-Mx_sum.transpose(1, 0, 2), N_free.sum(-1)], 1)])  # (6, 6, F')
+        Hcc = np.zeros((6, n_cam, 6, n_cam))
+        Hcc[:, np.arange(n_cam), :, np.arange(n_cam)] = blocks.transpose(2, 0, 1)
+        gc = np.concatenate([_gram(Jr, rw[:, None, free])[:, 0].sum(-1), -gp_free.sum(-1)])
+        return N.sum(2), gp.sum(1), Hcc.reshape(6 * n_cam, 6 * n_cam), gc.ravel(), np.concatenate([Mx, -N_free])
+
+    state = evaluate(R, C, P)
+    cost = state[-1]
     lam = 1e-4
     for _ in range(iterations):
-        w = np.ones((m, 3))
-        w[:, :2] = np.where(e < params.loss_px, 1.0, params.loss_px / np.maximum(e, 1e-12))[:, None]
-        sw = np.sqrt(w)
-        d_cam = np.zeros((m, 3, 3))
-        d_cam[:, 0, 0], d_cam[:, 0, 2] = K[0, 0] / z, -K[0, 0] * cam[:, 0] / z ** 2
-        d_cam[:, 1, 1], d_cam[:, 1, 2] = K[1, 1] / z, -K[1, 1] * cam[:, 1] / z ** 2
-        d_cam[:, 2, 2] = np.where(has_depth, 1.0 / (z * params.depth_sigma), 0.0)
-        d_cam *= sw[:, :, None]
-        rw = r * sw
-        Jp = d_cam @ np.swapaxes(Rm, 1, 2)  # d residual / d point
-        skew = np.zeros((m, 3, 3))  # d camera-space point / d rotation increment (R <- R exp(d))
-        skew[:, 0, 1], skew[:, 0, 2], skew[:, 1, 2] = -cam[:, 2], cam[:, 1], -cam[:, 0]
-        skew -= np.swapaxes(skew, 1, 2)
-        Jc = np.concatenate([d_cam[on_free] @ skew[on_free], -Jp[on_free]], -1)
-        Jpt = np.swapaxes(Jp, 1, 2)
-        Hpp = np.add.reduceat((Jpt @ Jp)[order], starts, axis=0)  # (P, 3, 3)
-        gp = np.add.reduceat((Jpt @ rw[:, :, None])[order, :, 0], starts, axis=0)  # (P, 3)
-        Jct = np.swapaxes(Jc, 1, 2)
-        Hcc = np.zeros((n_cam, 6, 6))
-        gc = np.zeros((n_cam, 6))
-        if n_cam:
-            Hcc[cam_present] = np.add.reduceat((Jct @ Jc)[cam_order], cam_starts, axis=0)
-            gc[cam_present] = np.add.reduceat((Jct @ rw[on_free, :, None])[cam_order, :, 0], cam_starts, axis=0)
-        Hcp = np.zeros((n_cam, n_pts, 6, 3))  # one observation per (camera, point)
-        Hcp[cam_slot[obs.frame[on_free]], point_slot[on_free]] = Jct @ Jp[on_free]
-        Hcc_full = np.zeros((n_cam, 6, n_cam, 6))
-        Hcc_full[np.arange(n_cam), :, np.arange(n_cam), :] = Hcc
-        Hcc_full = Hcc_full.reshape(6 * n_cam, 6 * n_cam)
-        Hcp_flat = Hcp.transpose(0, 2, 1, 3).reshape(6 * n_cam, 3 * n_pts)
+        Hpp, gp, Hcc, gc, W = normal_equations(R, *state[:-1])
+        Hcc_diag = np.diag(Hcc).copy()
         while True:
-            diag = np.einsum("pii->pi", Hpp)
-            Hpp_inv = np.linalg.inv(Hpp + lam * (diag[:, :, None] * np.eye(3) + 1e-9 * np.eye(3)))
+            L = _cholesky3(Hpp + lam * np.eye(3)[:, :, None] * (Hpp + 1e-9))
+            v = np.stack(_forward(L, *gp))
             if n_cam:
-                Y = np.einsum("cpij,pjk->cpik", Hcp, Hpp_inv).transpose(0, 2, 1, 3).reshape(6 * n_cam, 3 * n_pts)
-                S = Hcc_full + lam * np.diag(np.diag(Hcc_full) + 1e-9) - Y @ Hcp_flat.T
-                dc = np.linalg.solve(S, -gc.ravel() + Y @ gp.ravel())
+                Z = np.stack(_forward(L, *W.transpose(1, 0, 2, 3)), 2).reshape(6 * n_cam, -1)  # W L^-T
+                S = Hcc - Z @ Z.T
+                S[np.diag_indices(6 * n_cam)] += lam * (Hcc_diag + 1e-9)
+                dc = np.linalg.solve(S, Z @ v.ravel() - gc)
+                u = (Z.T @ dc).reshape(3, -1)
             else:
-                dc = np.zeros(0)
-            rhs = (-gp.ravel() - Hcp_flat.T @ dc).reshape(-1, 3)
-            dp = np.einsum("pij,pj->pi", Hpp_inv, rhs)
-            dc6 = dc.reshape(-1, 6)
-            R_new, C_new, P_new = R.copy(), C.copy(), P.copy()
+                dc, u = np.zeros(0), 0.0
+            dp = -np.stack(_backward(L, *(v + u)))
+            dc6 = dc.reshape(6, n_cam).T
+            R_new, C_new = R.copy(), C.copy()
             R_new[free] = R[free] @ rotvec_to_rotation(dc6[:, :3])
             C_new[free] = C[free] + dc6[:, 3:]
-            P_new[point_ids] = P[point_ids] + dp.reshape(-1, 3)
+            P_new = P + dp.T
             trial = evaluate(R_new, C_new, P_new)
             if trial[-1] < cost:
                 lam = max(lam / 3, 1e-8)
@@ -215,9 +224,49 @@ def _solve(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
             break
         improvement = (cost - trial[-1]) / cost
         R, C, P = R_new, C_new, P_new
-        Rm, cam, z, r, e, cost = trial
-        if improvement < 1e-5:
+        state, cost = trial, trial[-1]
+        if improvement < tolerance:
             break
     T = world_from_cam.copy()
     T[:, :3, :3], T[:, :3, 3] = R, C
-    return T, P
+    out = points.copy()
+    out[point_ids] = P
+    return T, out
+
+
+def _gram(A: np.ndarray, B: np.ndarray, symmetric: bool = False) -> np.ndarray:
+    """(a, b, ...) products ``A[:, :, n].T @ B[:, :, n]`` of (3, a, ...) and (3, b, ...) stacks, element-wise
+    (``symmetric``: A is B, only the upper triangle is computed)."""
+    out = np.empty(A.shape[1:2] + B.shape[1:])
+    for i in range(A.shape[1]):
+        for j in range(i if symmetric else 0, B.shape[1]):
+            out[i, j] = A[0, i] * B[0, j] + A[1, i] * B[1, j] + A[2, i] * B[2, j]
+            if symmetric:
+                out[j, i] = out[i, j]
+    return out
+
+
+def _cholesky3(H: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Lower Cholesky factors (l00, l10, l11, l20, l21, l22), each (P,), of symmetric positive (3, 3, P) matrices."""
+    l00 = np.sqrt(H[0, 0])
+    l10, l20 = H[0, 1] / l00, H[0, 2] / l00
+    l11 = np.sqrt(H[1, 1] - l10 ** 2)
+    l21 = (H[1, 2] - l20 * l10) / l11
+    return l00, l10, l11, l20, l21, np.sqrt(H[2, 2] - l20 ** 2 - l21 ** 2)
+
+
+def _forward(L, b0, b1, b2):
+    """Components of ``L^-1 b`` for the components b0, b1, b2 (..., P) of 3-vectors, each point's factor L
+    (``_cholesky3``) applied to its own."""
+    l00, l10, l11, l20, l21, l22 = L
+    y0 = b0 / l00
+    y1 = (b1 - l10 * y0) / l11
+    return y0, y1, (b2 - l20 * y0 - l21 * y1) / l22
+
+
+def _backward(L, y0, y1, y2):
+    """Components of ``L^-T y`` for the components y0, y1, y2 (P,) of 3-vectors."""
+    l00, l10, l11, l20, l21, l22 = L
+    x2 = y2 / l22
+    x1 = (y1 - l21 * x2) / l11
+    return (y0 - l10 * x1 - l20 * x2) / l00, x1, x2

@@ -7,6 +7,11 @@ than ``fb_max_px``, or when it leaves the frame; new corners (``cv2.goodFeatures
 seeded in the cells of a grid over the image that hold fewer than ``per_cell`` live tracks, so the
 tracks stay spread over the whole frame.
 
+Each Lucas-Kanade pass runs in two calls: the pyramid on the half-resolution frames with half the
+window (with the whole window, the coarse levels cost as much as the full resolution each), then the
+full resolution with the whole window, starting from that flow (narrower footage, where half the window
+would be under 9 pixels: one pyramidal call).
+
 Pixel positions use the project's convention (``core.geometry.camera.pixel_grid``): the centre of
 pixel (column c, row r) is (c + 0.5, r + 0.5); OpenCV's are at integers, hence the 0.5 shift.
 """
@@ -51,9 +56,11 @@ class Tracker:
         self.params = params
         scale = size[0] / 1280.0
         self._window = (max(9, round(params.window * scale) | 1),) * 2
+        half = self._window[0] // 2 | 1
+        self._coarse_window = (half, half) if half >= 9 else None  # smaller footage: one pyramidal call
         self._min_distance = params.min_distance * scale
         self._criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01)
-        self._gray: np.ndarray | None = None
+        self._gray: tuple[np.ndarray, np.ndarray | None] | None = None  # the previous frame, its half resolution
         self._ids = np.zeros(0, np.int64)
         self._xy = np.zeros((0, 2), np.float32)  # OpenCV convention (pixel centres at integers)
         self._next_id = 0
@@ -68,22 +75,40 @@ class Tracker:
         if rgb.shape[1::-1] != tuple(self.size):
             raise ValueError(f"tracker expects {self.size[0]}x{self.size[1]} frames, got {rgb.shape[1]}x{rgb.shape[0]}")
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        gray = (gray, cv2.pyrDown(gray) if self._coarse_window else None)
         if self._gray is not None and len(self._xy):
             self._follow(gray)
         self._gray = gray
         wanted = self.params.grid[0] * self.params.grid[1] * self.params.per_cell
         if len(self._xy) < self.params.reseed_fraction * wanted:
-            self._seed(gray)
+            self._seed(gray[0])
         return FrameTracks(frame, self._ids.copy(), self._xy + np.float32(0.5))
 
-    def _follow(self, gray: np.ndarray) -> None:
-        lk = {"winSize": self._window, "maxLevel": self.params.levels, "criteria": self._criteria}
-        prev = self._xy.reshape(-1, 1, 2)
-        nxt, ok, _ = cv2.calcOpticalFlowPyrLK(self._gray, gray, prev, None, **lk)
-        back, ok_back, _ = cv2.calcOpticalFlowPyrLK(gray, self._gray, nxt.copy(), None, **lk)
-        nxt, back = nxt.reshape(-1, 2), back.reshape(-1, 2)
+    def _flow(self, src: tuple[np.ndarray, np.ndarray | None], dst: tuple[np.ndarray, np.ndarray | None],
+              xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 2) positions in ``dst`` of ``xy`` (N, 2) in ``src`` (OpenCV convention) and (N,) bool found.
+
+        The flow is found on the half-resolution frames (their pyramid one level higher, half the window:
+        about the same reach at a quarter of the cost per level), then refined at full resolution with the
+        whole window. Where half the window would be under 9 pixels, one pyramidal call at full resolution.
+        """
+        if self._coarse_window is None:
+            fine, ok, _ = cv2.calcOpticalFlowPyrLK(src[0], dst[0], xy.reshape(-1, 1, 2), None, winSize=self._window,
+                                                   maxLevel=self.params.levels, criteria=self._criteria)
+            return fine.reshape(-1, 2), ok.ravel() == 1
+        coarse, ok_coarse, _ = cv2.calcOpticalFlowPyrLK(src[1], dst[1], xy.reshape(-1, 1, 2) * np.float32(0.5), None,
+                                                        winSize=self._coarse_window, maxLevel=self.params.levels,
+                                                        criteria=self._criteria)
+        fine, ok, _ = cv2.calcOpticalFlowPyrLK(src[0], dst[0], xy.reshape(-1, 1, 2), coarse * np.float32(2),
+                                               winSize=self._window, maxLevel=0, criteria=self._criteria,
+                                               flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+        return fine.reshape(-1, 2), (ok_coarse.ravel() == 1) & (ok.ravel() == 1)
+
+    def _follow(self, gray: tuple[np.ndarray, np.ndarray | None]) -> None:
+        nxt, ok = self._flow(self._gray, gray, self._xy)
+        back, ok_back = self._flow(gray, self._gray, nxt)
         w, h = self.size
-        keep = ((ok.ravel() == 1) & (ok_back.ravel() == 1)
+        keep = (ok & ok_back
                 & (np.linalg.norm(back - self._xy, axis=1) < self.params.fb_max_px)
                 & (nxt[:, 0] >= 0) & (nxt[:, 1] >= 0) & (nxt[:, 0] <= w - 1) & (nxt[:, 1] <= h - 1))
         self._ids, self._xy = self._ids[keep], nxt[keep].astype(np.float32)
