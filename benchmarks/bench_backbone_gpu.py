@@ -97,7 +97,9 @@ def run_engine(backbone, source: MemorySource, window: int, overlap: int, workdi
 
     synchronize(backbone.device)
     t0 = time.perf_counter()
-    status = reconstruct(source, backbone, workdir / "run", EngineSettings(window=window, overlap=overlap))
+    # backbone + registration only: the frames exist at network size (the camera solve: bench_solve.py)
+    settings = EngineSettings(window=window, overlap=overlap, refine=False)
+    status = reconstruct(source, backbone, workdir / "run", settings)
     synchronize(backbone.device)
     return status, time.perf_counter() - t0
 

@@ -425,22 +425,102 @@ def _checked_predictions(predictions: PredictionsDir, meta: PredictionsMeta) -> 
         yield index, pred
 
 
-def align(pred_dir: Path, run_dir: Path, settings: EngineSettings, *, on_event: EventSink | None = None,
-          cancel: threading.Event | None = None, overwrite: bool = False) -> RunStatus:
+def _footage_geometry(meta: PredictionsMeta, footage: SourceInfo, pred_dir: Path) -> InputGeometry:
+    """How ``footage`` maps to the predictions in ``pred_dir``: ``meta.json``'s geometry, else a plain resize.
+
+    Raises:
+        RunDirError: the footage is not the one the predictions were made from (size or aspect).
+    """
+    name = f"footage {footage.path} ({footage.width}x{footage.height})"
+    if meta.geometry is not None:
+        if tuple(meta.geometry.footage) != (footage.width, footage.height):
+            raise RunDirError(f"{name} does not match {pred_dir / 'meta.json'}, made from "
+                              f"{meta.geometry.footage[0]}x{meta.geometry.footage[1]} footage")
+        return meta.geometry
+    if abs(np.log((footage.width / footage.height) / (meta.width / meta.height))) > 0.01:
+        raise RunDirError(f"{name} has another aspect ratio than the {meta.width}x{meta.height} predictions in "
+                          f"{pred_dir} and their meta.json has no geometry saying how they were cropped")
+    return InputGeometry.resize_only((footage.width, footage.height), (meta.width, meta.height))
+
+
+def _check_footage_length(predictions: PredictionsDir, footage: SourceInfo) -> None:
+    """Refuse ``footage`` shorter than the frames the last prediction window indexes (when its length is known)."""
+    windows = predictions.windows()
+    if footage.num_frames is None or not windows:
+        return
+    index, path = windows[-1]
+    last = int(load_prediction(path).frames.max())
+    if last >= footage.num_frames:
+        raise RunDirError(f"prediction window {index} holds frame {last}, which footage {footage.path} "
+                          f"({footage.num_frames} frames) does not have")
+
+
+def _tracked_windows(windows: Iterator[tuple[int, WindowPrediction]], footage: FrameSourceLike,
+                     geometry: InputGeometry, settings: EngineSettings,
+                     tracks: dict[int, WindowTracks]) -> Iterator[tuple[int, WindowPrediction]]:
+    """``windows`` passed on, each one's footage tracks put in ``tracks`` first (under its index).
+
+    The predictions' ``frames`` index the footage's frames. Window ``k``'s frames sit at stream
+    positions ``k * step ...`` (the layout of ``meta.json``), so a frame two windows share is read
+    and tracked once, as in :func:`reconstruct`.
+
+    Raises:
+        RunDirError: a window's frames are not in the footage, or do not overlap the previous window's.
+    """
+    tracker = WindowTracker(tuple(geometry.footage), settings.window, settings.overlap)
+    frames_read, fed, previous = footage.frames(), 0, None
+    for index, pred in windows:
+        frames = pred.frames.astype(np.int64)
+        if previous is not None and not np.array_equal(frames[:settings.overlap], previous[-settings.overlap:]):
+            raise RunDirError(f"prediction window {index} does not start on the last {settings.overlap} frames of "
+                              f"window {index - 1} (meta.json's overlap); it cannot be tracked on the footage")
+        first = index * settings.step
+        for position in range(max(fed, first), first + len(frames)):
+            wanted = int(frames[position - first])
+            for source_index, rgb in frames_read:
+                if source_index >= wanted:
+                    break
+            else:
+                source_index = -1
+            if source_index != wanted:
+                raise RunDirError(f"prediction window {index} holds frame {wanted}, which footage "
+                                  f"{footage.info.path} ({footage.info.num_frames} frames) does not have")
+            tracker.feed(position, wanted, rgb)
+        fed, previous = first + len(frames), frames
+        tracks[index] = tracker.take(index)
+        yield index, pred
+
+
+def align(pred_dir: Path, run_dir: Path, settings: EngineSettings, *, footage: FrameSourceLike | None = None,
+          on_event: EventSink | None = None, cancel: threading.Event | None = None,
+          overwrite: bool = False) -> RunStatus:
     """Re-register a ``predictions/`` directory (ours or another tool's) into ``run_dir``.
 
     Window and overlap come from ``pred_dir/meta.json``; ``settings`` supplies the rest.
-    A ``run_dir`` that already holds a run is replaced only with ``overwrite`` (in place,
-    ``run_dir/predictions`` being ``pred_dir``, its predictions are kept: they are the input).
+    With ``footage`` (the frames the predictions' ``frames`` index), the cameras are refined
+    against it (``settings.refine``) and the run's geometry maps predictions to it
+    (``meta.json``'s, or a plain resize). A ``run_dir`` that already holds a run is replaced
+    only with ``overwrite`` (in place, ``run_dir/predictions`` being ``pred_dir``, its
+    predictions are kept: they are the input).
+
+    Raises:
+        RunDirError: bad predictions, or footage that does not match them (size, aspect, frames).
     """
     predictions, run = PredictionsDir(pred_dir), RunDir(run_dir)
     meta = predictions.read_meta()
     settings = settings.model_copy(update={"window": meta.window, "overlap": meta.overlap,
                                            "save_predictions": False})
-    geometry = meta.geometry or InputGeometry.resize_only((meta.width, meta.height), (meta.width, meta.height))
+    if footage is None:
+        geometry = meta.geometry or InputGeometry.resize_only((meta.width, meta.height), (meta.width, meta.height))
+        source = SourceInfo(predictions=str(predictions.path), fps=meta.fps)
+    else:
+        geometry = _footage_geometry(meta, footage.info, predictions.path)
+        _check_footage_length(predictions, footage.info)
+        source = footage.info.model_copy(update={"predictions": str(predictions.path),
+                                                 "fps": footage.info.fps or meta.fps})
     in_place = predictions.path.resolve() == run.predictions.path.resolve()
-    manifest = RunManifest(source=SourceInfo(predictions=str(predictions.path), fps=meta.fps), settings=settings,
-                           backbone=meta.backbone or "external", geometry=geometry)
+    manifest = RunManifest(source=source, settings=settings, backbone=meta.backbone or "external",
+                           geometry=geometry)
     _prepare_run_dir(run, manifest, resume=False, overwrite=overwrite, keep_predictions=in_place)
     writer = RunWriter(run, fps=meta.fps)
     if not in_place:
@@ -449,7 +529,12 @@ def align(pred_dir: Path, run_dir: Path, settings: EngineSettings, *, on_event: 
     emit = on_event or (lambda e: None)
     emit(events.Started(total_frames=None, fps=meta.fps, width=geometry.footage[0], height=geometry.footage[1],
                         pred_width=meta.width, pred_height=meta.height, windows_done=0, frames_done=0))
+    if footage is None and settings.refine:
+        emit(events.Notice("camera solve skipped: align was given no footage to track (--footage PATH)"))
+    solve = CameraSolve(geometry) if settings.refine and footage is not None else None
+    state = _State(depth_refiner(settings), solve, zoom_lens(settings))
     windows = _checked_predictions(predictions, meta)
-    return _run_stream(writer, settings, _State(depth_refiner(settings), zoom=zoom_lens(settings)), geometry,
-                       lambda: next(windows, _END),
+    if solve is not None:
+        windows = _tracked_windows(windows, footage, geometry, settings, state.tracks)
+    return _run_stream(writer, settings, state, geometry, lambda: next(windows, _END),
                        emit, cancel or threading.Event(), None)

@@ -1,4 +1,4 @@
-"""The camera solve as an engine stage (``--refine``): accuracy against ground truth, resume, bad footage, CLI.
+"""The camera solve as an engine stage (``--refine``): accuracy, resume, align with footage, bad footage, CLI.
 
 A textured synthetic shot (the moving object in view) streams through the synthetic backbone with
 its default network noise, once with the solve and once without; the truth is static scene points'
@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from core import events
-from core.engine import reconstruct
+from core.engine import align, reconstruct
 from core.metrics import ate, triangulated_reprojection_rms
+from core.run.files import RunDirError
 from core.run.rundir import RunDir
 from core.run.settings import EngineSettings
 from core.synthetic import Scene, SceneConfig, SyntheticBackbone, SyntheticNoise, SyntheticSource, render_clip
@@ -114,13 +115,56 @@ def test_textureless_footage_keeps_the_network_cameras_and_says_why(scene, runs,
     np.testing.assert_allclose(_cameras(tmp_path / "run")[1], _cameras(runs[False])[1], rtol=0, atol=1e-6)
 
 
+def test_align_with_footage_refines_like_reconstruct(scene, runs, tmp_path):
+    """Saved predictions re-registered with their footage get the cameras of a run that refined as it went."""
+    status = align(runs[False] / "predictions", tmp_path / "aligned", EngineSettings(refine=True, **SETTINGS),
+                   footage=SyntheticSource(scene, supersample=2))
+    assert status == "complete"
+    frames, poses, K = _cameras(tmp_path / "aligned")
+    frames_ref, poses_ref, K_ref = _cameras(runs[True])
+    np.testing.assert_array_equal(frames, frames_ref)
+    np.testing.assert_allclose(K, K_ref)
+    # the predictions went through float32 files: equal within float rounding, as a resumed run
+    path_length = np.linalg.norm(np.diff(poses_ref[:, :3, 3], axis=0), axis=1).sum()
+    np.testing.assert_allclose(poses, poses_ref, rtol=0, atol=1e-5 * path_length)
+    report, report_ref = RunDir(tmp_path / "aligned").read_solve(), RunDir(runs[True]).read_solve()
+    assert report.rms_px == pytest.approx(report_ref.rms_px, rel=1e-3) and report.points == report_ref.points
+
+
+def test_align_refuses_footage_that_does_not_match_the_predictions(scene, runs, tmp_path):
+    short = Scene(SceneConfig(width=SIZE[0], height=SIZE[1], num_frames=FRAMES - 5, texture=True))
+    missing = rf"frame {FRAMES - 1}, which footage synthetic:480x270 \({FRAMES - 5} frames"
+    with pytest.raises(RunDirError, match=missing):  # before anything is written
+        align(runs[False] / "predictions", tmp_path / "short", EngineSettings(**SETTINGS),
+              footage=SyntheticSource(short))
+    assert not (tmp_path / "short").exists()
+    small = Scene(SceneConfig(width=320, height=180, num_frames=FRAMES, texture=True))
+    with pytest.raises(RunDirError, match=r"footage synthetic:320x180 \(320x180\) does not match .*480x270 footage"):
+        align(runs[False] / "predictions", tmp_path / "small", EngineSettings(**SETTINGS),
+              footage=SyntheticSource(small))
+
+
 def test_cli_reconstruct_refine_prints_the_solve_error(tmp_path):
     video, gt = render_clip(tmp_path / "clip", SceneConfig(width=320, height=180, num_frames=24, texture=True))
     cli = str(Path(sys.executable).with_name("laser-blender"))
-    r = subprocess.run([cli, "reconstruct", str(video), "-o", str(tmp_path / "run"),
-                        "--backbone", "synthetic", "--synthetic-scene", str(gt), "--window", "12", "--overlap", "4",
-                        "--refine"], capture_output=True, text=True, timeout=300)
+    command = [cli, "reconstruct", str(video), "--backbone", "synthetic", "--synthetic-scene", str(gt),
+               "--window", "12", "--overlap", "4"]
+    r = subprocess.run(command + ["-o", str(tmp_path / "run"), "--refine"], capture_output=True, text=True,
+                       timeout=300)
     assert r.returncode == 0, r.stderr
     report = RunDir(tmp_path / "run").read_solve()
     assert report is not None and report.points > 0
     assert f"laser-blender: {report.summary()}" in r.stderr
+    r = subprocess.run(command + ["-o", str(tmp_path / "plain")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert RunDir(tmp_path / "plain").read_solve() is None and "Solve error" not in r.stderr
+    align_command = [cli, "align", str(tmp_path / "plain"), "-o"]
+    r = subprocess.run(align_command + [str(tmp_path / "aligned"), "--footage", str(video), "--refine"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    report = RunDir(tmp_path / "aligned").read_solve()
+    assert report is not None and f"laser-blender: {report.summary()}" in r.stderr
+    r = subprocess.run(align_command + [str(tmp_path / "no_footage"), "--refine"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and "camera solve skipped: align was given no footage" in r.stderr, r.stderr
+    assert RunDir(tmp_path / "no_footage").read_solve() is None

@@ -173,8 +173,8 @@ class StreamSettings(BaseModel):
     layer_align: bool = Field(True, description="run layer-wise scale alignment after the Sim(3) registration")
     refine: bool = Field(False, description=(
         "refine the cameras against the footage (feature tracks at full resolution, bundle adjustment; "
-        "the solve error goes to solve.json). Experimental: needs textured footage well above the "
-        "network's input size, and does not yet reach its accuracy targets (see the README)"))
+        "the solve error goes to solve.json). Experimental: over long shots its scale drifts from the "
+        "network's (see the README); `align` needs --footage for it"))
     focal_px: FiniteFloat | None = Field(None, gt=0, description=(
         "known focal length in footage pixels (overrides the estimate)"))
     zoom: bool = Field(False, description=(

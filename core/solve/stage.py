@@ -142,6 +142,12 @@ class CameraSolve:
         uv, _ = project(poses[:, :3, :3], poses[:, :3, 3], Kf, start, obs)
         agree = np.linalg.norm(uv - obs.xy, axis=1) < self.params.network_gate * self.geometry.footage[0]
         obs, rgb = obs.subset(agree), rgb[agree]
+        views = np.bincount(obs.point, minlength=len(ids))
+        usable = int((views >= self.params.bundle.min_views).sum())
+        if usable < self.params.min_points:
+            return self._skipped(result, tracks.count, f"only {usable} tracked points agree with the network's "
+                                 f"cameras over {self.params.bundle.min_views} frames or more (at least "
+                                 f"{self.params.min_points} needed; damaged, blurred or mostly moving footage?)")
         ba = adjust(poses, np.arange(len(frames)) < n_fixed, Kf, obs, initial_points(poses, Kf, obs, len(ids)),
                     self.params.bundle)
         solved = int(np.isfinite(ba.points).all(1).sum())

@@ -37,25 +37,28 @@ class SyntheticSource:
         self.info = SourceInfo(path=f"synthetic:{c.width}x{c.height}", width=c.width, height=c.height,
                                   fps=c.fps, num_frames=num_frames or c.num_frames)
 
+    def _footage(self, i: int) -> np.ndarray:
+        """(H, W, 3) uint8 footage frame ``i``; with ``supersample`` filtered like a real camera's
+        (the ray caster point-samples)."""
+        w, h, k = self.info.width, self.info.height, self.supersample
+        img = self.scene.render(i, k * w, k * h)["colors"]
+        return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA) if k > 1 else img
+
     def frames(self, geometry: InputGeometry | None = None, skip: int = 0,
                warn=None) -> Iterator[tuple[int, np.ndarray]]:
+        """``(index, image)``: the footage frame through ``geometry`` (a plain resize is rendered directly)."""
         direct = geometry is not None and geometry.offset == (0, 0) and geometry.resized == geometry.size
-        w, h = geometry.size if direct else (self.info.width, self.info.height)
         for i in range(skip, self.info.num_frames):
-            img = self.scene.render(i, w, h)["colors"]
-            yield i, img if direct or geometry is None else apply_geometry(img, geometry)
+            if direct:
+                yield i, self.scene.render(i, *geometry.size)["colors"]
+            else:
+                yield i, apply_geometry(self._footage(i), geometry)
 
     def frame_pairs(self, geometry: InputGeometry | None = None, skip: int = 0,
                     warn=None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """``(index, network input, footage-size render)`` from one render per frame.
-
-        With ``supersample`` the footage is filtered like a real camera's (the ray caster point-samples).
-        """
-        w, h, k = self.info.width, self.info.height, self.supersample
+        """``(index, network input, footage frame)`` from one render per frame."""
         for i in range(skip, self.info.num_frames):
-            img = self.scene.render(i, k * w, k * h)["colors"]
-            if k > 1:
-                img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+            img = self._footage(i)
             yield i, apply_geometry(img, geometry), img
 
 

@@ -28,12 +28,16 @@ help = "re-register a predictions/ directory (window and overlap from its meta.j
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("predictions", help="a predictions/ directory (or a run directory holding one)")
     parser.add_argument("-o", "--output", required=True, help="run directory to write")
+    parser.add_argument("--footage", metavar="PATH", help=(
+        "the video or image folder the predictions were made from (their frames index its frames): "
+        "the run is at its resolution, and --refine solves the cameras on it"))
     add_field_options(parser, Job, ("overwrite",))
     add_registration_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from core.engine import align
+    from core.frames import open_source
 
     try:
         config = settings_from_args(args)
@@ -44,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
         pred_dir = RunDir(pred_dir).predictions.path
     if args.focal_mm is not None:
         return fail("align takes --focal-px (footage pixels); convert mm with focal_mm / sensor_width_mm * width")
+    footage = open_source(args.footage) if args.footage else None
     with graceful_interrupt() as cancel, progress_bar("align") as on_event:
-        status = align(pred_dir, Path(args.output), config, on_event=on_event, cancel=cancel,
+        status = align(pred_dir, Path(args.output), config, footage=footage, on_event=on_event, cancel=cancel,
                        overwrite=args.overwrite)
     if status == RunStatus.complete:
         orient_completed_run(RunDir(args.output))
