@@ -196,7 +196,7 @@ def triangulated_reprojection_errors(world_from_cam: np.ndarray, K: np.ndarray, 
 
     Args:
         world_from_cam: (F, 4, 4) estimated camera-to-world poses.
-        K: (3, 3) estimated intrinsics (pixels of ``uv``).
+        K: (3, 3) estimated intrinsics (pixels of ``uv``), or (F, 3, 3) per frame (a zoom).
         uv: (F, P, 2) true pixel positions of P static points in the F frames.
         seen: (F, P) bool where the point is visible; points seen fewer than twice are ignored.
     Returns:

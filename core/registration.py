@@ -52,6 +52,7 @@ class Reference:
             the robust scale would follow whichever layer dominates (worse
             trajectories). Layer alignment itself matches against ``depth``.
         colors: (O, H, W, 3) uint8 RGB of the same frames, or None when unknown.
+        frame_K: (O, 3, 3) their intrinsics at prediction resolution with a zoom (``--zoom``), else None.
     """
 
     frames: np.ndarray
@@ -60,6 +61,7 @@ class Reference:
     mask: np.ndarray
     sim3_depth: np.ndarray | None = None
     colors: np.ndarray | None = None
+    frame_K: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.sim3_depth is None:
@@ -69,8 +71,10 @@ class Reference:
     def from_windows(cls, windows: Sequence[AlignedWindow], overlap: int) -> "Reference":
         """The last ``overlap`` frames of registered windows (oldest first), as read back from disk."""
         cat = lambda name: np.concatenate([getattr(w, name) for w in windows])[-overlap:]  # noqa: E731
+        zoom = all(w.frame_K is not None for w in windows)
         return cls(frames=cat("frames"), poses=cat("poses").astype(np.float64), depth=cat("depth"),
-                   mask=cat("mask"), sim3_depth=cat("sim3_depth"), colors=cat("colors"))
+                   mask=cat("mask"), sim3_depth=cat("sim3_depth"), colors=cat("colors"),
+                   frame_K=cat("frame_K") if zoom else None)
 
 
 class DepthRefiner(Protocol):
@@ -296,5 +300,6 @@ def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.n
     tail = slice(max(len(pred) - overlap, 0), None) if overlap > 0 else slice(len(pred), None)
     ref = Reference(frames=pred.frames[tail].astype(np.int64),
                     poses=poses[tail].astype(np.float32).astype(np.float64),  # as stored, as above
-                    depth=depth[tail], mask=mask[tail], sim3_depth=sim3_depth[tail], colors=pred.colors[tail])
+                    depth=depth[tail], mask=mask[tail], sim3_depth=sim3_depth[tail], colors=pred.colors[tail],
+                    frame_K=None if frame_K is None else frame_K[tail].astype(np.float32))
     return RegistrationResult(window=window, reference=ref), K

@@ -144,6 +144,28 @@ def test_align_refuses_footage_that_does_not_match_the_predictions(scene, runs, 
               footage=SyntheticSource(small))
 
 
+def test_a_zoom_is_solved_with_each_frames_focal_held(tmp_path):
+    """With --zoom the solve takes each frame's registered intrinsics, keeps them, and the refined cameras
+    hold static points better than the network's."""
+    zoom = Scene(SceneConfig(width=SIZE[0], height=SIZE[1], num_frames=FRAMES, texture=True, zoom=1.5,
+                             zoom_period=60))
+    truth = static_truth(zoom, np.arange(FRAMES))
+    figures, lens = {}, {}
+    for refine in (False, True):
+        backbone = SyntheticBackbone(zoom, SyntheticNoise(seed=0, focal_noise=0.005), size=PREDICTION)
+        assert reconstruct(SyntheticSource(zoom, supersample=2), backbone, tmp_path / str(refine),
+                           EngineSettings(refine=refine, zoom=True, **SETTINGS)) == "complete"
+        run = RunDir(tmp_path / str(refine))
+        windows = list(run.iter_aligned())
+        poses = np.concatenate([w.poses for w in windows]).astype(np.float64)
+        lens[refine] = run.geometry().intrinsics_to_footage(np.concatenate([w.frame_K for w in windows]))
+        figures[refine] = triangulated_reprojection_rms(poses, lens[refine], truth.uv, truth.seen)
+    report = RunDir(tmp_path / "True").read_solve()
+    assert report is not None and report.points > 100
+    np.testing.assert_array_equal(lens[True], lens[False])
+    assert figures[True] < 0.8 * figures[False], figures
+
+
 def test_cli_reconstruct_refine_prints_the_solve_error(tmp_path):
     video, gt = render_clip(tmp_path / "clip", SceneConfig(width=320, height=180, num_frames=24, texture=True))
     cli = str(Path(sys.executable).with_name("laser-blender"))

@@ -173,8 +173,8 @@ class StreamSettings(BaseModel):
     layer_align: bool = Field(True, description="run layer-wise scale alignment after the Sim(3) registration")
     refine: bool = Field(False, description=(
         "refine the cameras against the footage (feature tracks at full resolution, bundle adjustment; "
-        "the solve error goes to solve.json). Experimental: over long shots its scale drifts from the "
-        "network's (see the README); `align` needs --footage for it"))
+        "the solve error goes to solve.json). Experimental: with an accurate network it can bend a long "
+        "shot slightly (see the README); `align` needs --footage for it"))
     focal_px: FiniteFloat | None = Field(None, gt=0, description=(
         "known focal length in footage pixels (overrides the estimate)"))
     zoom: bool = Field(False, description=(
@@ -191,9 +191,6 @@ class StreamSettings(BaseModel):
             raise ValueError(f"overlap ({self.overlap}) must be smaller than window ({self.window})")
         if self.zoom and self.focal_px is not None:
             raise ValueError("zoom estimates a focal length per frame: it cannot take a known fixed focal_px")
-        if self.zoom and self.refine:
-            # the hook for a solve with a zoom: CameraSolve.refine would take the window's frame_K
-            raise ValueError("zoom does not work with refine yet: the camera solve assumes a fixed lens")
         return self
 
 

@@ -9,7 +9,8 @@ array expressions and their sums are axis sums (no gathers, scatters or batched 
 than a first, slower version of this solver.)
 
 Conventions: OpenCV cameras, ``world_from_cam`` (F, 4, 4) camera-to-world poses, footage pixels with
-pixel centres at +0.5 (``core.geometry.camera.pixel_grid``), ``K`` (3, 3) footage intrinsics.
+pixel centres at +0.5 (``core.geometry.camera.pixel_grid``), ``K`` footage intrinsics: (3, 3) for every
+camera, or (F, 3, 3) one per camera (a zoom); they are held, not refined.
 A free camera is parameterised by a rotation vector ``w`` (R = R0 @ exp(w)) and its centre C.
 Residuals: reprojection in pixels, and ``log(z / network depth) / depth_sigma`` per observation
 with a network depth (it holds the scale where parallax is low and keeps points near the surfaces).
@@ -59,10 +60,16 @@ class BundleResult:
     per_frame_px: np.ndarray
 
 
+def per_camera(K: np.ndarray, cameras: int) -> np.ndarray:
+    """(F, 3, 3) intrinsics of ``cameras`` cameras from (3, 3) shared or (F, 3, 3) per-camera ``K``."""
+    return np.broadcast_to(np.asarray(K, np.float64), (cameras, 3, 3))
+
+
 def initial_points(world_from_cam: np.ndarray, K: np.ndarray, obs: Observations, num_points: int) -> np.ndarray:
     """(P, 3) per-point median of the observations' network-depth back-projections (NaN: no depth)."""
     ok = np.isfinite(obs.depth)
-    ray = np.stack([(obs.xy[:, 0] - K[0, 2]) / K[0, 0], (obs.xy[:, 1] - K[1, 2]) / K[1, 1],
+    Km = per_camera(K, len(world_from_cam))[obs.frame]
+    ray = np.stack([(obs.xy[:, 0] - Km[:, 0, 2]) / Km[:, 0, 0], (obs.xy[:, 1] - Km[:, 1, 2]) / Km[:, 1, 1],
                     np.ones(len(obs.xy))], -1) * obs.depth[:, None]
     T = world_from_cam[obs.frame]
     world = np.einsum("mij,mj->mi", T[:, :3, :3], ray) + T[:, :3, 3]
@@ -85,7 +92,8 @@ def project(R: np.ndarray, C: np.ndarray, K: np.ndarray, points: np.ndarray,
     """(M, 2) pixels and (M,) z of each observation's point in its camera (R (F, 3, 3), C (F, 3): world_from_cam)."""
     cam = np.einsum("mji,mj->mi", R[obs.frame], points[obs.point] - C[obs.frame])
     z = cam[:, 2]
-    uv = cam[:, :2] / z[:, None] * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]
+    Km = per_camera(K, len(R))[obs.frame]
+    uv = cam[:, :2] / z[:, None] * np.stack([Km[:, 0, 0], Km[:, 1, 1]], -1) + Km[:, :2, 2]
     return uv, z
 
 
@@ -149,8 +157,9 @@ def _solve(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
     has_depth = np.isfinite(obs.depth)
     log_depth[cell] = np.log(np.where(has_depth, obs.depth, 1.0))
     depth_weight[cell] = np.where(has_depth, 1.0 / params.depth_sigma, 0.0)
-    fx, fy, k = K[0, 0], K[1, 1], params.loss_px
-    focal, centre = np.array([fx, fy])[:, None, None], K[:2, 2, None, None]
+    Ks, k = per_camera(K, len(fixed)), params.loss_px
+    fx, fy = Ks[:, 0, 0, None], Ks[:, 1, 1, None]  # (F, 1)
+    focal, centre = np.stack([fx, fy]), Ks[:, :2, 2].T[:, :, None]  # (2, F, 1)
 
     def evaluate(R, C, P):
         """Camera-space points (3, F, P'), clamped z (F, P'), residuals (3, F, P') (pixels; weighted log

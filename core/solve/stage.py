@@ -113,7 +113,7 @@ class CameraSolve:
             result: the window as registered (``result.window`` holds its new frames only).
             previous: the previous window's tail (the frames this window shares with it, already emitted),
                 None for the first window.
-            K: (3, 3) intrinsics at prediction resolution.
+            K: (3, 3) intrinsics at prediction resolution (with a zoom, the frames' ``frame_K`` instead).
             tracks: the window's tracks, over all its frames.
         """
         win = result.window
@@ -124,7 +124,11 @@ class CameraSolve:
                                 win.poses]).astype(np.float64)
         depth = win.depth if previous is None else np.concatenate([previous.depth, win.depth])
         mask = win.mask if previous is None else np.concatenate([previous.mask, win.mask])
-        Kf = self._to_footage @ K.astype(np.float64)
+        if win.frame_K is None:
+            Kf = self._to_footage @ K.astype(np.float64)
+        else:  # a zoom: each frame's own intrinsics, held as registered
+            zoom_K = win.frame_K if previous is None else np.concatenate([previous.frame_K, win.frame_K])
+            Kf = self._to_footage @ zoom_K.astype(np.float64)
 
         local = np.searchsorted(frames, tracks.frame)
         known = (local < len(frames)) & (frames[np.minimum(local, len(frames) - 1)] == tracks.frame)

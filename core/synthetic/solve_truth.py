@@ -28,7 +28,7 @@ def static_truth(scene: Scene, frames: np.ndarray, per_frame: int = 200, seed: i
     """Static points drawn under ``per_frame`` random pixels of every 10th of ``frames``, seen in all of them."""
     rng = np.random.default_rng(seed)
     c = scene.config
-    K = scene.K()
+    Ks = np.stack([scene.K(c.width, c.height, int(f)) for f in frames])  # (F, 3, 3): a zoom's change
     moving = [2 + i for i, o in enumerate(scene.objects) if any(o.motion)]
     renders = {int(f): scene.render(int(f)) for f in frames}
     points = []
@@ -42,7 +42,7 @@ def static_truth(scene: Scene, frames: np.ndarray, per_frame: int = 200, seed: i
     cam = np.einsum("fji,fpj->fpi", T[:, :3, :3], pts[None] - T[:, None, :3, 3])
     z = cam[..., 2]
     with np.errstate(divide="ignore", invalid="ignore"):
-        uv = cam[..., :2] / z[..., None] * np.diag(K)[:2] + K[:2, 2]
+        uv = cam[..., :2] / z[..., None] * Ks[:, None, [0, 1], [0, 1]] + Ks[:, None, :2, 2]
     inside = (z > 0) & (uv >= 0).all(-1) & (uv < [c.width, c.height]).all(-1)
     seen = np.zeros_like(inside)
     for i, f in enumerate(frames):
