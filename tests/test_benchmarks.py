@@ -29,10 +29,13 @@ def test_gpu_benchmark_code_path_on_cpu(fixtures_dir, tmp_path):
     assert result["input_size"] == [574, 434] and result["fps"] > 0 and result["network_fps"] > 0
 
 
-def test_memory_benchmark(tmp_path):
+@pytest.mark.parametrize("refine", [[], ["--refine"]], ids=["network", "solve"])
+def test_memory_benchmark(tmp_path, refine):
     out = tmp_path / "memory.json"
-    _bench("bench_memory.py", "--frames", 12, 24, "--size", "64x48", "--json", out)
-    runs = json.loads(out.read_text())["runs"]
+    _bench("bench_memory.py", "--frames", 12, 24, "--size", "128x96", *refine, "--json", out)
+    result = json.loads(out.read_text())
+    runs = result["runs"]
+    assert result["refine"] == bool(refine)
     assert [r["frames"] for r in runs] == [12, 24] and all(r["status"] == "complete" for r in runs)
     assert all(r["peak_rss_mb"] > 0 for r in runs)
 
