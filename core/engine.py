@@ -451,8 +451,12 @@ def _check_footage_length(predictions: PredictionsDir, footage: SourceInfo) -> N
     index, path = windows[-1]
     last = int(load_prediction(path).frames.max())
     if last >= footage.num_frames:
-        raise RunDirError(f"prediction window {index} holds frame {last}, which footage {footage.path} "
-                          f"({footage.num_frames} frames) does not have")
+        raise _missing_frame(index, last, footage)
+
+
+def _missing_frame(index: int, frame: int, footage: SourceInfo) -> RunDirError:
+    return RunDirError(f"prediction window {index} holds frame {frame}, which footage {footage.path} "
+                       f"({footage.num_frames} frames) does not have")
 
 
 def _tracked_windows(windows: Iterator[tuple[int, WindowPrediction]], footage: FrameSourceLike,
@@ -477,14 +481,9 @@ def _tracked_windows(windows: Iterator[tuple[int, WindowPrediction]], footage: F
         first = index * settings.step
         for position in range(max(fed, first), first + len(frames)):
             wanted = int(frames[position - first])
-            for source_index, rgb in frames_read:
-                if source_index >= wanted:
-                    break
-            else:
-                source_index = -1
+            source_index, rgb = next(((i, image) for i, image in frames_read if i >= wanted), (None, None))
             if source_index != wanted:
-                raise RunDirError(f"prediction window {index} holds frame {wanted}, which footage "
-                                  f"{footage.info.path} ({footage.info.num_frames} frames) does not have")
+                raise _missing_frame(index, wanted, footage.info)
             tracker.feed(position, wanted, rgb)
         fed, previous = first + len(frames), frames
         tracks[index] = tracker.take(index)

@@ -124,11 +124,9 @@ class CameraSolve:
                                 win.poses]).astype(np.float64)
         depth = win.depth if previous is None else np.concatenate([previous.depth, win.depth])
         mask = win.mask if previous is None else np.concatenate([previous.mask, win.mask])
-        if win.frame_K is None:
-            Kf = self._to_footage @ K.astype(np.float64)
-        else:  # a zoom: each frame's own intrinsics, held as registered
-            zoom_K = win.frame_K if previous is None else np.concatenate([previous.frame_K, win.frame_K])
-            Kf = self._to_footage @ zoom_K.astype(np.float64)
+        if win.frame_K is not None:  # a zoom: each frame's own intrinsics, held as registered
+            K = win.frame_K if previous is None else np.concatenate([previous.frame_K, win.frame_K])
+        Kf = self._to_footage @ K.astype(np.float64)
 
         local = np.searchsorted(frames, tracks.frame)
         known = (local < len(frames)) & (frames[np.minimum(local, len(frames) - 1)] == tracks.frame)
