@@ -95,6 +95,12 @@ def depth_refiner(settings: EngineSettings) -> DepthRefiner | None:
     return LayerAligner(settings.layer)
 
 
+def camera_solve(settings: EngineSettings, geometry: InputGeometry) -> CameraSolve:
+    """The camera solve stage for ``settings`` (``--refine``); it refines the focal length unless it was given
+    or the lens zooms."""
+    return CameraSolve(geometry, refine_focal=settings.focal_px is None and not settings.zoom)
+
+
 def zoom_lens(settings: EngineSettings) -> ZoomLens | None:
     """The per-frame intrinsics state of a zooming lens (``--zoom``), or None for a fixed lens."""
     return ZoomLens() if settings.zoom else None
@@ -106,7 +112,8 @@ class _State:
     """Registration state carried from window to window.
 
     With a camera solve, ``tracks`` holds each window's footage tracks from when its frames are
-    read (inference thread) until it is registered (registration thread).
+    read (inference thread) until it is registered (registration thread), and under ``LENS`` the
+    lens pass's until it has refined the focal length.
     """
 
     def __init__(self, refiner: DepthRefiner | None, solve: CameraSolve | None = None,
@@ -138,6 +145,8 @@ def _register_stream(next_item: Callable[[], Any], writer: RunWriter, settings: 
     when cancelled while waiting. Returns complete or cancelled.
     """
     t0, done_here = time.perf_counter(), 0
+    if _lens_frames(state):
+        next_item = _calibrated_lens(next_item, settings, state, focal_pred, emit)
     while not cancel.is_set():
         item = next_item()
         if item is None:
@@ -168,6 +177,39 @@ def _register_stream(next_item: Callable[[], Any], writer: RunWriter, settings: 
         eta = (max(total_frames - state.frames_done, 0) / fps) if total_frames and fps > 0 else None
         emit(events.Progress(frames_done=state.frames_done, total_frames=total_frames, fps=fps, eta_s=eta))
     return RunStatus.cancelled
+
+
+def _lens_frames(state: _State) -> int:
+    """Frames the lens pass tracks: the solve's ``focal_frames`` when it refines the focal length and the run
+    starts from its first window, else 0."""
+    refine = state.solve is not None and state.solve.refine_focal and state.windows_done == 0
+    return state.solve.params.focal_frames if refine else 0
+
+
+def _calibrated_lens(next_item: Callable[[], Any], settings: EngineSettings, state: _State, focal_pred: float | None,
+                     emit: EventSink) -> Callable[[], Any]:
+    """Refine the focal length before the first window is solved: take the windows covering the solve's
+    ``focal_frames`` (fewer at the end of the stream), register them on their own (Sim(3) only, nothing
+    written), set ``state.K`` to :meth:`CameraSolve.calibrate`'s, and return a ``next_item`` that hands
+    the same windows over again, then the rest."""
+    emit(events.Notice(f"refining the focal length over the first {state.solve.params.focal_frames} frames"))
+    held, windows, tracks, K, reference = [], [], [], None, None
+    while sum(len(w) for w in windows) < state.solve.params.focal_frames:
+        item = next_item()
+        held.append(item)
+        if item is None or item is _END or isinstance(item, _Failure):
+            break
+        index, pred = item
+        result, K = register_window(index, pred, overlap=settings.overlap, K=K, reference=reference,
+                                    conf_keep=settings.conf_keep, focal_px=focal_pred)
+        reference = result.reference
+        windows.append(result.window)
+        tracks.append(state.tracks[index])
+    if windows and (held[-1] is _END or isinstance(held[-1], tuple)):  # not cancelled, nor failed
+        lens = state.tracks.pop(LENS, None)  # continuous over the frames: the windows' own as a fallback
+        state.K, message = state.solve.calibrate(windows, tracks if lens is None else [lens], K)
+        emit(events.Notice(message))
+    return lambda: held.pop(0) if held else next_item()
 
 
 def _queue_reader(q: "queue.Queue", cancel: threading.Event, writer: RunWriter,
@@ -219,32 +261,49 @@ def _tracked(pairs: Iterator[tuple[int, np.ndarray, np.ndarray]], tracker: Windo
 
 
 def _window_inputs(source: FrameSourceLike, geometry: InputGeometry, settings: EngineSettings, first_window: int,
-                   stop: threading.Event, emit: EventSink,
-                   tracks: dict[int, WindowTracks] | None = None) -> Iterator[WindowInput]:
+                   stop: threading.Event, emit: EventSink, tracks: dict[int, WindowTracks] | None = None,
+                   lens_frames: int = 0) -> Iterator[WindowInput]:
     """The windows of ``source`` from ``first_window`` on, each announced by a Predicting event.
 
     With ``tracks``, the footage is tracked as it is read and each window's tracks are put there
-    (under its index) before the window is handed on.
+    (under its index) before the window is handed on, the lens pass's (over the first ``lens_frames``
+    frames) under ``LENS`` once complete.
     """
     skip, warn = first_window * settings.step, lambda message: emit(events.Notice(message))
     if tracks is None:
         stream = source.frames(geometry, skip=skip, warn=warn)
     else:
-        tracker = WindowTracker(tuple(geometry.footage), settings.window, settings.overlap)
+        tracker = WindowTracker(tuple(geometry.footage), settings.window, settings.overlap, lens_frames=lens_frames)
         stream = _tracked(source.frame_pairs(geometry, skip=skip, warn=warn), tracker, skip)
     for index, items in iter_windows(stream, settings.window, settings.overlap, first_window):
         if stop.is_set():
             return
         if tracks is not None:
-            tracks[index] = tracker.take(index)
+            _hand_over(tracker, index, tracks)
         frames = np.array([i for i, _ in items], dtype=np.int64)
         emit(events.Predicting(index=index, first_frame=int(frames[0]), last_frame=int(frames[-1])))
         yield index, frames, np.stack([img for _, img in items])
+    if tracks is not None:
+        _hand_over(tracker, None, tracks)
+
+
+LENS = -1
+"""Key of the lens pass's tracks (one tracker over the first ``SolveParams.focal_frames`` frames) in
+``_State.tracks``."""
+
+
+def _hand_over(tracker: WindowTracker, index: int | None, tracks: dict[int, WindowTracks]) -> None:
+    """Put window ``index``'s tracks in ``tracks`` (None: the stream ended), and the lens pass's once complete."""
+    if index is not None:
+        tracks[index] = tracker.take(index)
+    lens = tracker.take_lens(final=index is None)
+    if lens is not None:
+        tracks[LENS] = lens
 
 
 def _producer(source: FrameSourceLike, geometry: InputGeometry, predictor: Predictor, settings: EngineSettings,
               out: "queue.Queue", stop: threading.Event, first_window: int, emit: EventSink,
-              tracks: dict[int, WindowTracks] | None) -> None:
+              tracks: dict[int, WindowTracks] | None, lens_frames: int = 0) -> None:
     def put(item) -> bool:
         while not stop.is_set():
             try:
@@ -255,7 +314,8 @@ def _producer(source: FrameSourceLike, geometry: InputGeometry, predictor: Predi
         return False
 
     try:
-        for item in predictor(_window_inputs(source, geometry, settings, first_window, stop, emit, tracks)):
+        for item in predictor(_window_inputs(source, geometry, settings, first_window, stop, emit, tracks,
+                                             lens_frames)):
             if stop.is_set() or not put(item):
                 return
         put(_END)
@@ -294,7 +354,8 @@ def _resume_state(run: RunDir, state: _State, overlap: int) -> int:
     if state.zoom is not None:
         state.zoom.restore(windows)
     if state.solve is not None:
-        state.solve.restore([bundles for index, bundles in run.window_bundles() if index < len(windows)])
+        state.solve.restore([bundles for index, bundles in run.window_bundles() if index < len(windows)],
+                            run.read_solve())
     return len(windows)
 
 
@@ -377,8 +438,8 @@ def reconstruct(source: FrameSourceLike, backbone: Backbone, run_dir: Path, sett
     if backbone.licence:
         emit(events.Notice(backbone.licence))
 
-    state, first_window = _State(depth_refiner(settings), CameraSolve(geometry) if settings.refine else None,
-                                 zoom_lens(settings)), 0
+    solve = camera_solve(settings, geometry) if settings.refine else None
+    state, first_window = _State(depth_refiner(settings), solve, zoom_lens(settings)), 0
     if resume:
         first_window = _resume_state(run, state, settings.overlap)
     writer = RunWriter(run, fps=info.fps)
@@ -399,7 +460,8 @@ def reconstruct(source: FrameSourceLike, backbone: Backbone, run_dir: Path, sett
     stop = threading.Event()
     producer = threading.Thread(target=_producer, name="laser-inference", daemon=True,
                                 args=(source, geometry, predictor or predict_in_order(backbone), settings, q, stop,
-                                      first_window, emit, state.tracks if state.solve is not None else None))
+                                      first_window, emit, state.tracks if state.solve is not None else None,
+                                      _lens_frames(state)))
     producer.start()
     try:
         return _run_stream(writer, settings, state, geometry,
@@ -461,8 +523,9 @@ def _missing_frame(index: int, frame: int, footage: SourceInfo) -> RunDirError:
 
 def _tracked_windows(windows: Iterator[tuple[int, WindowPrediction]], footage: FrameSourceLike,
                      geometry: InputGeometry, settings: EngineSettings,
-                     tracks: dict[int, WindowTracks]) -> Iterator[tuple[int, WindowPrediction]]:
-    """``windows`` passed on, each one's footage tracks put in ``tracks`` first (under its index).
+                     tracks: dict[int, WindowTracks], lens_frames: int = 0) -> Iterator[tuple[int, WindowPrediction]]:
+    """``windows`` passed on, each one's footage tracks put in ``tracks`` first (under its index; the lens
+    pass's, over the first ``lens_frames`` frames, under ``LENS``).
 
     The predictions' ``frames`` index the footage's frames. Window ``k``'s frames sit at stream
     positions ``k * step ...`` (the layout of ``meta.json``), so a frame two windows share is read
@@ -471,7 +534,7 @@ def _tracked_windows(windows: Iterator[tuple[int, WindowPrediction]], footage: F
     Raises:
         RunDirError: a window's frames are not in the footage, or do not overlap the previous window's.
     """
-    tracker = WindowTracker(tuple(geometry.footage), settings.window, settings.overlap)
+    tracker = WindowTracker(tuple(geometry.footage), settings.window, settings.overlap, lens_frames=lens_frames)
     frames_read, fed, previous = footage.frames(), 0, None
     for index, pred in windows:
         frames = pred.frames.astype(np.int64)
@@ -486,8 +549,9 @@ def _tracked_windows(windows: Iterator[tuple[int, WindowPrediction]], footage: F
                 raise _missing_frame(index, wanted, footage.info)
             tracker.feed(position, wanted, rgb)
         fed, previous = first + len(frames), frames
-        tracks[index] = tracker.take(index)
+        _hand_over(tracker, index, tracks)
         yield index, pred
+    _hand_over(tracker, None, tracks)
 
 
 def align(pred_dir: Path, run_dir: Path, settings: EngineSettings, *, footage: FrameSourceLike | None = None,
@@ -530,10 +594,10 @@ def align(pred_dir: Path, run_dir: Path, settings: EngineSettings, *, footage: F
                         pred_width=meta.width, pred_height=meta.height, windows_done=0, frames_done=0))
     if footage is None and settings.refine:
         emit(events.Notice("camera solve skipped: align was given no footage to track (--footage PATH)"))
-    solve = CameraSolve(geometry) if settings.refine and footage is not None else None
+    solve = camera_solve(settings, geometry) if settings.refine and footage is not None else None
     state = _State(depth_refiner(settings), solve, zoom_lens(settings))
     windows = _checked_predictions(predictions, meta)
     if solve is not None:
-        windows = _tracked_windows(windows, footage, geometry, settings, state.tracks)
+        windows = _tracked_windows(windows, footage, geometry, settings, state.tracks, _lens_frames(state))
     return _run_stream(writer, settings, state, geometry, lambda: next(windows, _END),
                        emit, cancel or threading.Event(), None)

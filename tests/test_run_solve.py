@@ -32,6 +32,9 @@ def test_bundles_are_written_per_window_and_read_as_one_set(tmp_path):
     np.testing.assert_array_equal(got.xyz[got.obs_point[200:]], parts[1].xyz[parts[1].obs_point])
     np.testing.assert_array_equal(got.obs_frame, np.r_[parts[0].obs_frame, parts[1].obs_frame])
     assert run.read_solve() == report and run.read_solve().per_frame_px == {20: 0.2}
+    assert report.summary() == "Solve error: 1.20 px (65 points, 290 inlier observations)"
+    refined = report.model_copy(update={"focal_refined": True})
+    assert refined.summary().endswith("290 inlier observations; focal length 1000.0 px, refined)")
     run.clear()
     assert run.read_bundles() is None and run.read_solve() is None
 

@@ -80,3 +80,42 @@ def test_refined_cameras_reproject_ground_truth_points_sub_pixel(shot, seed):
     # observations of tracks on the moving object are rejected, most of the others kept
     assert on_moving.sum() > 100
     assert result.inlier[on_moving].mean() < 0.2 and result.inlier[~on_moving].mean() > 0.85
+
+
+def _orbit(frames: int, rng: np.random.Generator, pixel_noise: float):
+    """A panning, swaying camera (the synthetic scene's path) over random static points 4-40 m away,
+    observed at their exact pixels plus ``pixel_noise``; (truth poses, K, observations)."""
+    scene = Scene(SceneConfig(width=960, height=540))
+    truth, K = scene.pose(np.arange(frames)), scene.K()
+    centre = rng.uniform([0, 0], [960, 540], (1500, 2))
+    depth0 = np.exp(rng.uniform(np.log(4), np.log(40), 1500))
+    cam0 = np.c_[(centre - K[:2, 2]) / np.diag(K)[:2], np.ones(1500)] * depth0[:, None]
+    mid = truth[frames // 2]
+    world = cam0 @ mid[:3, :3].T + mid[:3, 3]
+    uv, z = project(truth, K, world)
+    seen = (z > 0) & (uv >= 0).all(-1) & (uv < [960, 540]).all(-1)
+    frame, point = np.nonzero(seen)
+    xy = uv[frame, point] + rng.normal(0, pixel_noise, (len(frame), 2))
+    return truth, K, Observations(frame, point, xy, z[frame, point] * np.exp(rng.normal(0, 0.05, frames))[frame])
+
+
+@pytest.mark.parametrize("error", [0.03, -0.04, 0.0])
+def test_focal_length_is_refined_to_the_truth_within_its_reported_uncertainty(error):
+    rng = np.random.default_rng(7)
+    truth, K, obs = _orbit(45, rng, 0.2)
+    noisy = truth.copy()
+    noisy[:, :3, :3] = truth[:, :3, :3] @ rotvec_to_rotation(rng.normal(0, np.radians(0.15), (len(truth), 3)))
+    noisy[:, :3, 3] += rng.normal(0, 0.01, (len(truth), 3))
+    noisy[0] = truth[0]  # the gauge
+    wrong = K.copy()
+    wrong[[0, 1], [0, 1]] *= 1 + error
+    start = initial_points(noisy, wrong, obs, obs.point.max() + 1)
+    result = adjust(noisy, np.zeros(len(truth), bool), wrong, obs, start, refine_focal=True)
+    found = (1 + error) * result.focal_scale - 1
+    assert abs(found) < max(3 * result.focal_std, 1e-3), (found, result.focal_std)
+    assert result.focal_std < 0.005
+    assert result.rms_px < 0.3  # the cameras follow the refined focal: the residual is the pixel noise
+    held = adjust(noisy, np.zeros(len(truth), bool), wrong, obs, start)
+    assert held.focal_scale == 1.0 and held.focal_std == np.inf
+    if error:
+        assert held.rms_px > result.rms_px

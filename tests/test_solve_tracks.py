@@ -7,7 +7,7 @@ import numpy as np
 
 from core.frames import open_source
 from core.run.manifest import InputGeometry
-from core.solve.tracks import Tracker, TrackerParams
+from core.solve.tracks import Tracker, TrackerParams, WindowTracker
 from core.synthetic import SyntheticSource
 from core.synthetic.scene import GROUND, WALL, Scene, SceneConfig
 
@@ -95,3 +95,33 @@ def test_klt_tracks_follow_static_points_within_a_fraction_of_a_pixel():
     e = np.concatenate(errors)
     assert len(e) > 2000
     assert np.median(e) < 0.25 and np.percentile(e, 75) < 0.4
+
+
+def test_window_tracker_follows_the_lens_frames_whole_across_windows():
+    """Windows' tracks start on their own first frame; the lens tracks run over the first frames
+    unbroken, are handed over once those are all fed (or the stream ends), and only once."""
+    scene = Scene(SceneConfig(width=W, height=H, texture=True))
+    frames = [antialiased(scene, f)["colors"] for f in range(9)]
+    tracker = WindowTracker((W, H), window=4, overlap=1, lens_frames=7)
+    for position, rgb in enumerate(frames):
+        tracker.feed(position, position, rgb)
+        lens = tracker.take_lens()
+        if position == 3:
+            window = tracker.take(0)
+            assert np.array_equal(np.unique(window.frame), np.arange(4))
+        if position < 6:
+            assert lens is None
+        elif position == 6:
+            assert np.array_equal(np.unique(lens.frame), np.arange(7))
+            span = np.bincount(lens.track)[lens.track[lens.frame == 0]]
+            assert (span == 7).mean() > 0.8  # most tracks from the first frame cross the windows' boundaries
+            window = tracker.take(1)  # window 1 (frames 3-6) started its own tracks on frame 3
+            assert window.frame.min() == 3 and np.bincount(window.track).max() == 4
+        else:
+            assert lens is None  # handed over once
+    assert tracker.take_lens(final=True) is None
+    short = WindowTracker((W, H), window=4, overlap=1, lens_frames=20)
+    for position, rgb in enumerate(frames[:5]):
+        short.feed(position, position, rgb)
+    assert short.take_lens() is None
+    assert np.array_equal(np.unique(short.take_lens(final=True).frame), np.arange(5))

@@ -30,6 +30,7 @@ class SolveReport(BaseModel):
     points: int = 0
     inliers: int = 0
     focal: float | None = None  # footage pixels
+    focal_refined: bool = False  # the focal was refined by the solve (else the network's or the given one)
     distortion: tuple[float, float] | None = None  # k1, k2 (Blender's polynomial model)
 
     def error_text(self) -> str:
@@ -37,10 +38,12 @@ class SolveReport(BaseModel):
         return "Solve error: none" if self.rms_px is None else f"Solve error: {self.rms_px:.2f} px"
 
     def summary(self) -> str:
-        """The line the CLI prints: 'Solve error: 0.23 px (1,234 points, 5,678 inlier observations)'."""
+        """The line the CLI prints: 'Solve error: 0.23 px (1,234 points, 5,678 inlier observations)', and
+        '; focal length 1052.3 px, refined' when the solve refined it."""
         if self.rms_px is None:
             return f"{self.error_text()} (no window could be solved; the cameras are the network's)"
-        return f"{self.error_text()} ({self.points:,} points, {self.inliers:,} inlier observations)"
+        lens = f"; focal length {self.focal:.1f} px, refined" if self.focal_refined and self.focal else ""
+        return f"{self.error_text()} ({self.points:,} points, {self.inliers:,} inlier observations{lens})"
 
 
 @dataclass
@@ -106,7 +109,8 @@ class SolveTally:
         rms = np.sqrt(np.bincount(slot, err ** 2, len(frames)) / np.bincount(slot, minlength=len(frames)))
         self.per_frame.update(zip(frames.tolist(), np.round(rms, 4).tolist()))
 
-    def report(self, focal: float | None, distortion: tuple[float, float] | None = None) -> SolveReport:
+    def report(self, focal: float | None, focal_refined: bool = False,
+               distortion: tuple[float, float] | None = None) -> SolveReport:
         rms = float(np.sqrt(self.sum_sq / self.inliers)) if self.inliers else None
         return SolveReport(rms_px=rms, per_frame_px=dict(self.per_frame), tracks=self.tracks, points=self.points,
-                           inliers=self.inliers, focal=focal, distortion=distortion)
+                           inliers=self.inliers, focal=focal, focal_refined=focal_refined, distortion=distortion)

@@ -10,7 +10,9 @@ than a first, slower version of this solver.)
 
 Conventions: OpenCV cameras, ``world_from_cam`` (F, 4, 4) camera-to-world poses, footage pixels with
 pixel centres at +0.5 (``core.geometry.camera.pixel_grid``), ``K`` footage intrinsics: (3, 3) for every
-camera, or (F, 3, 3) one per camera (a zoom); they are held, not refined.
+camera, or (F, 3, 3) one per camera (a zoom). They are held, or with ``refine_focal`` every camera's focal
+length is scaled by one shared factor ``exp(phi)`` (a fixed lens whose focal the network got wrong; the
+principal point stays).
 A free camera is parameterised by a rotation vector ``w`` (R = R0 @ exp(w)) and its centre C.
 Residuals: reprojection in pixels, and ``log(z / network depth) / depth_sigma`` per observation
 with a network depth (it holds the scale where parallax is low and keeps points near the surfaces).
@@ -51,13 +53,17 @@ class BundleParams:
 @dataclass(frozen=True)
 class BundleResult:
     """Refined ``world_from_cam`` (F, 4, 4) and ``points`` (P, 3, NaN: not solved), ``inlier`` (M,) bool,
-    ``rms_px`` over inlier observations, ``per_frame_px`` (F,) (NaN: no inlier)."""
+    ``rms_px`` over inlier observations, ``per_frame_px`` (F,) (NaN: no inlier); with ``refine_focal`` the
+    ``focal_scale`` found (refined focal / given focal, 1 when held) and ``focal_std``, its standard error
+    as a fraction (from the solve's covariance scaled by the residual; inf when held)."""
 
     world_from_cam: np.ndarray
     points: np.ndarray
     inlier: np.ndarray
     rms_px: float
     per_frame_px: np.ndarray
+    focal_scale: float = 1.0
+    focal_std: float = float("inf")
 
 
 def per_camera(K: np.ndarray, cameras: int) -> np.ndarray:
@@ -98,8 +104,9 @@ def project(R: np.ndarray, C: np.ndarray, K: np.ndarray, points: np.ndarray,
 
 
 def adjust(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Observations,
-           points: np.ndarray, params: BundleParams = BundleParams()) -> BundleResult:
-    """Refine the cameras not ``fixed`` ((F,) bool) and the points; see the module docstring.
+           points: np.ndarray, params: BundleParams = BundleParams(), refine_focal: bool = False) -> BundleResult:
+    """Refine the cameras not ``fixed`` ((F,) bool), the points, and with ``refine_focal`` the focal length;
+    see the module docstring.
 
     With no fixed camera the first is held (the gauge); the depth prior holds the scale.
     """
@@ -107,11 +114,12 @@ def adjust(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
     if not fixed.any():
         fixed[0] = True
     inlier = np.isfinite(points[obs.point]).all(1)
-    T = world_from_cam
+    T, K, focal_scale, focal_std = world_from_cam, np.asarray(K, np.float64), 1.0, float("inf")
     for stage in range(2):
         used = _enough_views(obs, inlier, len(points), params.min_views)
         sub = obs.subset(used)
-        T, points_new = _solve(T, fixed, K, sub, points, params)
+        T, points_new, scale, focal_std = _solve(T, fixed, K, sub, points, params, refine_focal)
+        K, focal_scale = scaled_focal(K, scale), focal_scale * scale
         points = np.where(np.isin(np.arange(len(points)), sub.point)[:, None], points_new, points)
         uv, z = project(T[:, :3, :3], T[:, :3, 3], K, points, obs)
         err = np.linalg.norm(uv - obs.xy, axis=1)
@@ -124,7 +132,15 @@ def adjust(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
     with np.errstate(invalid="ignore", divide="ignore"):
         per_frame = np.sqrt(np.bincount(obs.frame, sq, len(T)) / n_frame)
     rms = float(np.sqrt(sq.sum() / max(inlier.sum(), 1))) if inlier.any() else float("nan")
-    return BundleResult(T, points, inlier, rms, per_frame)
+    return BundleResult(T, points, inlier, rms, per_frame, focal_scale, focal_std * rms)
+
+
+def scaled_focal(K: np.ndarray, scale: float) -> np.ndarray:
+    """``K`` ((3, 3) or (F, 3, 3)) with fx and fy multiplied by ``scale``, the principal point kept."""
+    out = np.array(K, np.float64)
+    out[..., 0, 0] *= scale
+    out[..., 1, 1] *= scale
+    return out
 
 
 def _enough_views(obs: Observations, inlier: np.ndarray, num_points: int, min_views: int) -> np.ndarray:
@@ -133,17 +149,20 @@ def _enough_views(obs: Observations, inlier: np.ndarray, num_points: int, min_vi
 
 
 def _solve(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Observations,
-           points: np.ndarray, params: BundleParams, iterations: int = 100,
-           tolerance: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
+           points: np.ndarray, params: BundleParams, refine_focal: bool = False, iterations: int = 100,
+           tolerance: float = 1e-5) -> tuple[np.ndarray, np.ndarray, float, float]:
     """Levenberg-Marquardt on cameras and points with the points eliminated (Schur complement), Huber by IRLS.
 
-    Returns the refined (F, 4, 4) poses and (P, 3) points (points without observations unchanged); stops
-    after ``iterations`` steps, or at a step that lowers the cost by less than the fraction ``tolerance``.
+    Returns the refined (F, 4, 4) poses and (P, 3) points (points without observations unchanged), the focal
+    scale (1 unless ``refine_focal``) and the standard deviation of its log per pixel of residual noise (inf
+    when held); stops after ``iterations`` steps, or at a step that lowers the cost by less than the
+    fraction ``tolerance``.
     The observations lie on a dense (F, P') grid of cameras by observed points (at most one observation per
     camera and point; an empty cell weighs nothing), so per-point and per-camera sums are axis sums and the
     camera-point blocks W of the Hessian come out dense. Each point's damped 3x3 block is factored in closed
     form (L, ``_cholesky3``); with ``Z = W L^-T`` the reduced camera system is ``Hcc - Z Z^T`` and the point
-    step takes triangular solves only. Camera unknowns are ordered parameter-major: (6, F').
+    step takes triangular solves only. Camera unknowns are ordered parameter-major: (6, F'), then the log
+    focal scale ``phi`` when refined (one more row and column of the reduced system).
     """
     free = np.flatnonzero(~fixed)
     n_cam = len(free)
@@ -161,25 +180,27 @@ def _solve(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
     fx, fy = Ks[:, 0, 0, None], Ks[:, 1, 1, None]  # (F, 1)
     focal, centre = np.stack([fx, fy]), Ks[:, :2, 2].T[:, :, None]  # (2, F, 1)
 
-    def evaluate(R, C, P):
+    def evaluate(R, C, P, phi):
         """Camera-space points (3, F, P'), clamped z (F, P'), residuals (3, F, P') (pixels; weighted log
         depth; zero in empty cells), pixel errors (F, P') and the robust cost."""
         Rt = R.transpose(2, 0, 1)  # Rt[c, f] = column c of camera f's R
         pc = (Rt.reshape(-1, 3) @ P.T).reshape(3, *grid) - np.einsum("cfj,fj->cf", Rt, C)[:, :, None]
         z = np.maximum(pc[2], 1e-6)
         r = np.empty((3,) + grid)
-        r[:2] = (pc[:2] / z * focal + centre - xy) * seen
+        r[:2] = (pc[:2] / z * focal * np.exp(phi) + centre - xy) * seen
         r[2] = (np.log(z) - log_depth) * depth_weight
         e = np.hypot(r[0], r[1])
         cost = np.where(e < k, e ** 2, 2 * k * e - k * k).sum() + (r[2] ** 2).sum()
         return pc, z, r, e, cost
 
-    def normal_equations(R, pc, z, r, e):
-        """Huber-weighted Gauss-Newton blocks: per point Hpp (3, 3, P') and gp (3, P'); the free cameras'
-        Hcc (6F', 6F') (block diagonal) and gc (6F',); the camera-point blocks W (6, 3, F', P')."""
+    def normal_equations(R, phi, pc, z, r, e):
+        """Huber-weighted Gauss-Newton blocks: per point Hpp (3, 3, P') and gp (3, P'); the reduced unknowns'
+        (free cameras, then phi) H (n, n) (block diagonal in the cameras) and g (n,); their blocks with the
+        points W (n, 3, P')."""
         s = np.sqrt(np.where(e < k, 1.0, k / np.maximum(e, 1e-12))) * seen
         iz = 1.0 / z
-        a, c = fx * iz * s, fy * iz * s  # d (weighted pixel residual) / d camera-space point: [[a 0 b] [0 c d]]
+        fxp, fyp = fx * np.exp(phi), fy * np.exp(phi)
+        a, c = fxp * iz * s, fyp * iz * s  # d (weighted pixel residual) / d camera-space point: [[a 0 b] [0 c d]]
         b, d = -a * pc[0] * iz, -c * pc[1] * iz
         g = depth_weight * iz  # d (depth residual) / d z
         Rk = R.transpose(2, 1, 0)[..., None]  # Rk[c, j] (F, 1) = R[:, j, c]: d camera-space point / d world point
@@ -194,35 +215,45 @@ def _solve(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
         Mx_sum = Mx.sum(-1)
         blocks = np.concatenate([np.concatenate([_gram(Jr, Jr, symmetric=True).sum(-1), -Mx_sum], 1),
                                  np.concatenate([-Mx_sum.transpose(1, 0, 2), N_free.sum(-1)], 1)])  # (6, 6, F')
-        Hcc = np.zeros((6, n_cam, 6, n_cam))
-        Hcc[:, np.arange(n_cam), :, np.arange(n_cam)] = blocks.transpose(2, 0, 1)
-        gc = np.concatenate([_gram(Jr, rw[:, None, free])[:, 0].sum(-1), -gp_free.sum(-1)])
-        return N.sum(2), gp.sum(1), Hcc.reshape(6 * n_cam, 6 * n_cam), gc.ravel(), np.concatenate([Mx, -N_free])
+        H = np.zeros((6, n_cam, 6, n_cam))
+        H[:, np.arange(n_cam), :, np.arange(n_cam)] = blocks.transpose(2, 0, 1)
+        H = H.reshape(6 * n_cam, 6 * n_cam)
+        gc = np.concatenate([_gram(Jr, rw[:, None, free])[:, 0].sum(-1), -gp_free.sum(-1)]).ravel()
+        W = np.concatenate([Mx, -N_free]).transpose(0, 2, 1, 3).reshape(6 * n_cam, 3, grid[1])
+        if refine_focal:  # d (weighted pixel residual) / d phi: the projection's offset from the principal point
+            Jf = np.stack([fxp * pc[0], fyp * pc[1]]) * iz * s  # (2, F, P')
+            Wf = (Jf[:, None] * Jp[:2]).sum(0)  # (3, F, P')
+            Hfc = np.concatenate([(Jf[:, None, free] * Jr[:2]).sum(0), -Wf[:, free]]).sum(-1).ravel()
+            H = np.block([[H, Hfc[:, None]], [Hfc[None], np.array([[(Jf ** 2).sum()]])]])
+            gc = np.append(gc, (Jf * rw[:2]).sum())
+            W = np.concatenate([W, Wf.sum(1)[None]])
+        return N.sum(2), gp.sum(1), H, gc, W
 
-    state = evaluate(R, C, P)
+    def reduced(system, lam):
+        """Point factors L, ``v = L^-1 gp``, ``Z = W L^-T`` (n, 3P') and the damped reduced system S (n, n)."""
+        Hpp, gp, H, _, W = system
+        L = _cholesky3(Hpp + lam * np.eye(3)[:, :, None] * (Hpp + 1e-9))
+        Z = np.stack(_forward(L, *W.transpose(1, 0, 2)), 1).reshape(len(W), 3 * W.shape[2])
+        S = H - Z @ Z.T
+        S[np.diag_indices(len(S))] += lam * (np.diag(H) + 1e-9)
+        return L, np.stack(_forward(L, *gp)), Z, S
+
+    phi = 0.0
+    state = evaluate(R, C, P, phi)
     cost = state[-1]
     lam = 1e-4
     for _ in range(iterations):
-        Hpp, gp, Hcc, gc, W = normal_equations(R, *state[:-1])
-        Hcc_diag = np.diag(Hcc).copy()
+        system = normal_equations(R, phi, *state[:-1])
         while True:
-            L = _cholesky3(Hpp + lam * np.eye(3)[:, :, None] * (Hpp + 1e-9))
-            v = np.stack(_forward(L, *gp))
-            if n_cam:
-                Z = np.stack(_forward(L, *W.transpose(1, 0, 2, 3)), 2).reshape(6 * n_cam, -1)  # W L^-T
-                S = Hcc - Z @ Z.T
-                S[np.diag_indices(6 * n_cam)] += lam * (Hcc_diag + 1e-9)
-                dc = np.linalg.solve(S, Z @ v.ravel() - gc)
-                u = (Z.T @ dc).reshape(3, -1)
-            else:
-                dc, u = np.zeros(0), 0.0
-            dp = -np.stack(_backward(L, *(v + u)))
-            dc6 = dc.reshape(6, n_cam).T
+            L, v, Z, S = reduced(system, lam)
+            dc = np.linalg.solve(S, Z @ v.ravel() - system[3]) if len(S) else np.zeros(0)
+            dp = -np.stack(_backward(L, *(v + (Z.T @ dc).reshape(3, -1))))
+            dc6 = dc[:6 * n_cam].reshape(6, n_cam).T
             R_new, C_new = R.copy(), C.copy()
             R_new[free] = R[free] @ rotvec_to_rotation(dc6[:, :3])
             C_new[free] = C[free] + dc6[:, 3:]
-            P_new = P + dp.T
-            trial = evaluate(R_new, C_new, P_new)
+            P_new, phi_new = P + dp.T, phi + (dc[-1] if refine_focal else 0.0)
+            trial = evaluate(R_new, C_new, P_new, phi_new)
             if trial[-1] < cost:
                 lam = max(lam / 3, 1e-8)
                 break
@@ -232,16 +263,21 @@ def _solve(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
         if trial[-1] >= cost:
             break
         improvement = (cost - trial[-1]) / cost
-        R, C, P = R_new, C_new, P_new
+        R, C, P, phi = R_new, C_new, P_new, phi_new
         state, cost = trial, trial[-1]
         if improvement < tolerance:
             break
+    phi_std = float("inf")
+    if refine_focal:  # the reduced system at the solution is the inverse covariance of cameras and phi
+        S = reduced(normal_equations(R, phi, *state[:-1]), 0.0)[3]
+        unit = np.zeros(len(S))
+        unit[-1] = 1.0
+        phi_std = float(np.sqrt(max(np.linalg.solve(S, unit)[-1], 0.0)))
     T = world_from_cam.copy()
     T[:, :3, :3], T[:, :3, 3] = R, C
     out = points.copy()
     out[point_ids] = P
-    return T, out
-
+    return T, out, float(np.exp(phi)), phi_std
 
 def _gram(A: np.ndarray, B: np.ndarray, symmetric: bool = False) -> np.ndarray:
     """(a, b, ...) products ``A[:, :, n].T @ B[:, :, n]`` of (3, a, ...) and (3, b, ...) stacks, element-wise

@@ -167,30 +167,57 @@ class WindowTracker:
     shared by two windows are tracked by both). Feed every frame in stream order with its
     stream position (0 for the first selected frame of the footage); window ``k`` covers
     positions ``[k * step, k * step + window)``.
+
+    With ``lens_frames``, one more tracker follows positions ``[0, lens_frames)`` whole (tracks that
+    cross window boundaries, for refining the focal length: :meth:`take_lens`).
     """
 
-    def __init__(self, size: tuple[int, int], window: int, overlap: int, params: TrackerParams = TrackerParams()):
+    def __init__(self, size: tuple[int, int], window: int, overlap: int, params: TrackerParams = TrackerParams(),
+                 lens_frames: int = 0):
         self.size, self.window, self.step, self.params = size, window, window - overlap, params
         self._open: dict[int, tuple[Tracker, list[tuple[np.ndarray, ...]]]] = {}
+        self._lens = (Tracker(size, params), []) if lens_frames else None
+        self._lens_end, self._fed = lens_frames, 0
 
     def feed(self, position: int, frame: int, rgb: np.ndarray) -> None:
         """Track footage frame ``frame`` ((H, W, 3) uint8 RGB) at stream ``position`` in every window holding it."""
         if position % self.step == 0:
             self._open[position // self.step] = (Tracker(self.size, self.params), [])
-        w, h = self.size
         for index, (tracker, rows) in self._open.items():
             if position < index * self.step + self.window:
-                t = tracker.step(frame, rgb)
-                pix = np.minimum(t.xy.astype(np.int64), [w - 1, h - 1])
-                rows.append((np.full(len(t.ids), frame, np.int64), t.ids, t.xy, rgb[pix[:, 1], pix[:, 0]]))
+                rows.append(self._step(tracker, frame, rgb))
+        if self._lens is not None and position < self._lens_end:
+            self._lens[1].append(self._step(self._lens[0], frame, rgb))
+        self._fed = position + 1
 
     def take(self, index: int) -> WindowTracks:
         """The tracks of window ``index`` (all its frames fed); forgets it and any earlier window."""
         tracker, rows = self._open.pop(index, (None, []))
         for earlier in [k for k in self._open if k < index]:
             del self._open[earlier]
-        if not rows:
-            return WindowTracks(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 2), np.float32),
-                                np.zeros((0, 3), np.uint8), 0)
-        frame, track, xy, rgb = (np.concatenate(a) for a in zip(*rows))
-        return WindowTracks(frame, track, xy, rgb, tracker.started)
+        return _collected(tracker, rows)
+
+    def take_lens(self, final: bool = False) -> WindowTracks | None:
+        """The tracks over the first ``lens_frames`` positions once all are fed (or with ``final``: the stream
+        ended), then forgotten; None before, and when there are none."""
+        if self._lens is None or (self._fed < self._lens_end and not final):
+            return None
+        tracker, rows = self._lens
+        self._lens = None
+        return _collected(tracker, rows)
+
+    def _step(self, tracker: Tracker, frame: int, rgb: np.ndarray) -> tuple[np.ndarray, ...]:
+        """One frame through ``tracker``: its (frame, track, xy, rgb) rows."""
+        w, h = self.size
+        t = tracker.step(frame, rgb)
+        pix = np.minimum(t.xy.astype(np.int64), [w - 1, h - 1])
+        return np.full(len(t.ids), frame, np.int64), t.ids, t.xy, rgb[pix[:, 1], pix[:, 0]]
+
+
+def _collected(tracker: Tracker | None, rows: list[tuple[np.ndarray, ...]]) -> WindowTracks:
+    """The tracks ``tracker`` followed, from its per-frame ``rows``."""
+    if not rows:
+        return WindowTracks(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 2), np.float32),
+                            np.zeros((0, 3), np.uint8), 0)
+    frame, track, xy, rgb = (np.concatenate(a) for a in zip(*rows))
+    return WindowTracks(frame, track, xy, rgb, tracker.started)

@@ -47,6 +47,8 @@ class SyntheticNoise:
         edge_conf: confidence factor on depth edges.
         far_conf: depth (metres) at which confidence halves.
         focal_noise: relative per-frame focal-length noise (standard deviation).
+        focal_bias: relative error of the focal length shared by every frame (0.03: 3 % long), as a
+            network's focal estimate is typically off for a whole shot.
         predict_intrinsics: also predict per-frame intrinsics (as VGGT and DA3 do; pi3 does not).
     """
 
@@ -62,6 +64,7 @@ class SyntheticNoise:
     edge_conf: float = 0.2
     far_conf: float = 30.0
     focal_noise: float = 0.0
+    focal_bias: float = 0.0
     predict_intrinsics: bool = False
 
     @classmethod
@@ -151,8 +154,9 @@ class SyntheticBackbone:
 
     def intrinsics(self, frames: np.ndarray, w: int, h: int) -> np.ndarray:
         """(N, 3, 3) predicted intrinsics of ``frames`` at (w, h): the scene's (zoomed) ones with
-        ``focal_noise`` (each window draws its own, so a shared frame's two predictions differ)."""
+        ``focal_bias`` and ``focal_noise`` (each window draws its own, so a shared frame's two predictions differ)."""
         Ks = np.stack([self.scene.K(w, h, int(f)) for f in frames])
+        Ks[:, :2, :2] *= 1 + self.noise.focal_bias
         if self.noise.focal_noise:
             rng = np.random.default_rng([self.noise.seed, 3, int(frames[0])])
             Ks[:, :2, :2] *= (1 + self.noise.focal_noise * rng.standard_normal(len(frames)))[:, None, None]
