@@ -8,13 +8,17 @@ the solve (``--refine``) and without it (the default). Per run, from ground trut
   and reprojected with them (RMS, footage pixels): what a matchmover sees as a CG object sliding;
 * ``ate``: camera-centre error after a Sim(3) fit (scene units, the truth's);
 * ``focal_err``: relative focal-length error at footage resolution;
-* ``rms_px``: the run's own solve error (solve.json), which should estimate ``gt_px`` honestly.
+* ``rms_px``: the run's own solve error (solve.json), which should estimate ``gt_px`` honestly;
+* ``lens_px``: the largest distance over the frame between where the run's lens (focal length and
+  distortion) and the true lens put the same rays (footage pixels).
 
     .venv/bin/python benchmarks/solve_accuracy.py [--size 1280x720] [--frames 90] [--seeds 0 1 2] [--json out.json]
-        [--figure docs/images/solve_error.png] [--focal-bias 0.03]
+        [--figure docs/images/solve_error.png] [--focal-bias 0.03] [--distortion -0.08 0.02]
 
 ``--focal-bias`` makes the network's focal length wrong by that fraction for the whole shot (the solve
-refines it in the first window).
+refines it over the first frames). ``--distortion K1 K2`` renders the footage through that radial
+distortion and refines with ``--refine-distortion``; ``gt_px`` is then measured in the ideal (undistorted)
+image, the lens itself by ``lens_px``.
 
 ``--figure`` plots the per-frame solve error of the first seed with and without refinement.
 """
@@ -36,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import save_results  # noqa: E402  (beside this script)
 
 from core.engine import reconstruct  # noqa: E402
+from core.geometry.distortion import distort  # noqa: E402
 from core.metrics import ate, triangulated_reprojection_errors, triangulated_reprojection_rms  # noqa: E402
 from core.run.rundir import RunDir  # noqa: E402
 from core.run.settings import EngineSettings  # noqa: E402
@@ -60,10 +65,21 @@ def per_frame_truth_px(poses: np.ndarray, K: np.ndarray, truth: StaticTruth) -> 
     return np.sqrt((np.where(seen, err, 0.0) ** 2).sum(1) / np.maximum(seen.sum(1), 1))
 
 
+def lens_px(scene: Scene, K: np.ndarray, distortion: tuple[float, float] | None) -> float:
+    """Largest pixel distance over the frame between the true lens and ``K`` with ``distortion`` on the same rays."""
+    K_true, (w, h) = scene.K(), (scene.config.width, scene.config.height)
+    u, v = np.meshgrid(np.linspace(0, w, 65), np.linspace(0, h, 37))
+    x, y = (u - K_true[0, 2]) / K_true[0, 0], (v - K_true[1, 2]) / K_true[1, 1]
+    true = np.stack(distort(x, y, scene.config.distortion)) * np.diag(K_true)[:2, None, None]
+    found = np.stack(distort(x, y, distortion or (0.0, 0.0))) * np.diag(K)[:2, None, None]
+    return float(np.abs(found - true).max())
+
+
 def measure(scene: Scene, truth: StaticTruth, run: RunDir) -> dict:
     frames, poses, K = run_cameras(run)
     report = run.read_solve()
     return {
+        "lens_px": lens_px(scene, K, report.distortion if report else None),
         "gt_px": triangulated_reprojection_rms(poses, K, truth.uv, truth.seen),
         "ate": ate(poses, scene.pose(frames))["rmse"],
         "focal_err": abs(K[0, 0] / scene.K()[0, 0] - 1),
@@ -73,25 +89,27 @@ def measure(scene: Scene, truth: StaticTruth, run: RunDir) -> dict:
     }
 
 
-def study(size: tuple[int, int], frames: int, seeds: list[int], workdir: Path, focal_bias: float = 0.0) -> dict:
-    scene = Scene(SceneConfig(width=size[0], height=size[1], num_frames=frames, texture=True))
+def study(size: tuple[int, int], frames: int, seeds: list[int], workdir: Path, focal_bias: float = 0.0,
+          distortion: tuple[float, float] = (0.0, 0.0)) -> dict:
+    scene = Scene(SceneConfig(width=size[0], height=size[1], num_frames=frames, texture=True, distortion=distortion))
     truth = static_truth(scene, np.arange(frames))
     out: dict = {"setup": {"size": list(size), "frames": frames, "prediction": list(PREDICTION),
-                           "points": int(truth.seen.any(0).sum()), "focal_bias": focal_bias}, "seeds": {}}
+                           "points": int(truth.seen.any(0).sum()), "focal_bias": focal_bias,
+                           "distortion": list(distortion)}, "seeds": {}}
     for seed in seeds:
         row = {}
         for refine in (False, True):
             run = RunDir(workdir / f"s{seed}_{refine}")
             t0 = time.perf_counter()
             backbone = SyntheticBackbone(scene, SyntheticNoise(seed=seed, focal_bias=focal_bias), size=PREDICTION)
-            reconstruct(SyntheticSource(scene, supersample=2), backbone, run.root, EngineSettings(refine=refine),
-                        overwrite=True)
+            settings = EngineSettings(refine=refine, refine_distortion=refine and any(distortion))
+            reconstruct(SyntheticSource(scene, supersample=2), backbone, run.root, settings, overwrite=True)
             row["refined" if refine else "unrefined"] = {**measure(scene, truth, run),
                                                          "seconds": round(time.perf_counter() - t0, 1)}
         a, b = row["unrefined"], row["refined"]
         print(f"seed {seed}: truth reprojection {a['gt_px']:.3f} -> {b['gt_px']:.3f} px, ATE {a['ate']:.4f} -> "
               f"{b['ate']:.4f}, focal error {100 * a['focal_err']:.2f} -> {100 * b['focal_err']:.2f} %, "
-              f"solve error {b['rms_px']:.3f} px",
+              f"lens {a['lens_px']:.2f} -> {b['lens_px']:.2f} px, solve error {b['rms_px']:.3f} px",
               flush=True)
         out["seeds"][seed] = row
     return out
@@ -127,10 +145,11 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--figure", type=Path)
     ap.add_argument("--focal-bias", type=float, default=0.0)
+    ap.add_argument("--distortion", type=float, nargs=2, default=(0.0, 0.0), metavar=("K1", "K2"))
     args = ap.parse_args()
     size = tuple(int(v) for v in args.size.lower().split("x"))
     with tempfile.TemporaryDirectory(prefix="solve_accuracy_") as tmp:
-        results = study(size, args.frames, args.seeds, Path(tmp), args.focal_bias)
+        results = study(size, args.frames, args.seeds, Path(tmp), args.focal_bias, tuple(args.distortion))
     if args.figure:
         figure(results, args.figure)
     save_results(results, args.json)

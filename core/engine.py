@@ -97,8 +97,9 @@ def depth_refiner(settings: EngineSettings) -> DepthRefiner | None:
 
 def camera_solve(settings: EngineSettings, geometry: InputGeometry) -> CameraSolve:
     """The camera solve stage for ``settings`` (``--refine``); it refines the focal length unless it was given
-    or the lens zooms."""
-    return CameraSolve(geometry, refine_focal=settings.focal_px is None and not settings.zoom)
+    or the lens zooms, and the distortion with ``--refine-distortion``."""
+    return CameraSolve(geometry, refine_focal=settings.focal_px is None and not settings.zoom,
+                       refine_distortion=settings.refine_distortion)
 
 
 def zoom_lens(settings: EngineSettings) -> ZoomLens | None:
@@ -113,7 +114,7 @@ class _State:
 
     With a camera solve, ``tracks`` holds each window's footage tracks from when its frames are
     read (inference thread) until it is registered (registration thread), and under ``LENS`` the
-    lens pass's until it has refined the focal length.
+    lens pass's until it has refined the lens.
     """
 
     def __init__(self, refiner: DepthRefiner | None, solve: CameraSolve | None = None,
@@ -180,19 +181,19 @@ def _register_stream(next_item: Callable[[], Any], writer: RunWriter, settings: 
 
 
 def _lens_frames(state: _State) -> int:
-    """Frames the lens pass tracks: the solve's ``focal_frames`` when it refines the focal length and the run
-    starts from its first window, else 0."""
-    refine = state.solve is not None and state.solve.refine_focal and state.windows_done == 0
+    """Frames the lens pass tracks: the solve's ``focal_frames`` when it refines the lens and the run starts
+    from its first window, else 0."""
+    refine = state.solve is not None and state.solve.refines_lens and state.windows_done == 0
     return state.solve.params.focal_frames if refine else 0
 
 
 def _calibrated_lens(next_item: Callable[[], Any], settings: EngineSettings, state: _State, focal_pred: float | None,
                      emit: EventSink) -> Callable[[], Any]:
-    """Refine the focal length before the first window is solved: take the windows covering the solve's
+    """Refine the lens before the first window is solved: take the windows covering the solve's
     ``focal_frames`` (fewer at the end of the stream), register them on their own (Sim(3) only, nothing
     written), set ``state.K`` to :meth:`CameraSolve.calibrate`'s, and return a ``next_item`` that hands
     the same windows over again, then the rest."""
-    emit(events.Notice(f"refining the focal length over the first {state.solve.params.focal_frames} frames"))
+    emit(events.Notice(f"refining the lens over the first {state.solve.params.focal_frames} frames"))
     held, windows, tracks, K, reference = [], [], [], None, None
     while sum(len(w) for w in windows) < state.solve.params.focal_frames:
         item = next_item()

@@ -486,6 +486,19 @@ class RunScene:
         self.collection[SOLVE_FIGURES] = report.model_copy(update={"per_frame_px": {}}).model_dump_json()
         if report.per_frame_px and self.camera.animation_data is not None:
             self._key_solve_error(report.per_frame_px)
+        if report.distortion is not None and report.focal and self.scene.active_clip is not None:
+            self._set_clip_lens(self.scene.active_clip, report.focal, report.distortion)
+
+    def _set_clip_lens(self, clip, focal: float, distortion: tuple[float, float]) -> None:
+        """The solve's lens on the footage clip's tracking camera: its focal length in footage pixels and
+        the radial k1, k2 (Blender's polynomial model, the solve's), principal point at the centre as
+        solved. What the compositor's Movie Distortion node and the clip editor's undistorted view use."""
+        cam = clip.tracking.camera
+        cam.sensor_width = self.camera.data.sensor_width
+        cam.units = "PIXELS"
+        cam.focal_length_pixels = focal
+        cam.distortion_model = "POLYNOMIAL"
+        cam.k1, cam.k2, cam.k3 = distortion[0], distortion[1], 0.0
 
     def _add_bundles(self, bundles: Bundles) -> None:
         """Append a window's track points to the bundles mesh (created under the root on first use)."""

@@ -16,6 +16,7 @@ from core.run.rundir import RunDir, load_aligned
 from core.run.solve import Bundles
 from handmade_run import FOOTAGE, GEOMETRY, start_run, windows, write_run
 from laser_blender.scene import COLOR, FRAME_START, RunScene, SceneOptions, import_run
+from solved_run import add_solve
 
 
 @pytest.fixture
@@ -191,6 +192,13 @@ def test_footage_becomes_movie_clip_background(scene, tmp_path):
     assert run.camera.data.show_background_images
     assert scene.active_clip == bg.clip
     assert bg.clip.frame_duration == 18
+    # a solve that found the lens's distortion puts it on the clip's tracking camera (Movie Distortion node)
+    report = add_solve(run_dir, distortion=(-0.12, 0.03), focal=950.0)
+    run.sync_solve()
+    lens = bg.clip.tracking.camera
+    assert lens.distortion_model == "POLYNOMIAL" and (lens.k1, lens.k2, lens.k3) == pytest.approx((-0.12, 0.03, 0))
+    assert lens.focal_length_pixels == pytest.approx(report.focal, rel=1e-6)
+    assert tuple(lens.principal_point) == pytest.approx((0.0, 0.0))  # the centre
 
 
 def test_partial_run_without_windows_builds_empty_camera(scene, tmp_path):

@@ -175,6 +175,9 @@ class StreamSettings(BaseModel):
         "refine the cameras against the footage (feature tracks at full resolution, bundle adjustment; "
         "the solve error goes to solve.json). Experimental: with an accurate network it can bend a long "
         "shot slightly (see the README); `align` needs --footage for it"))
+    refine_distortion: bool = Field(False, description=(
+        "with refine: also solve the lens's radial distortion (k1, k2 of Blender's polynomial model) over "
+        "the first frames, for footage shot through a real lens (solve.json, the COLMAP export)"))
     focal_px: FiniteFloat | None = Field(None, gt=0, description=(
         "known focal length in footage pixels (overrides the estimate)"))
     zoom: bool = Field(False, description=(
@@ -191,6 +194,10 @@ class StreamSettings(BaseModel):
             raise ValueError(f"overlap ({self.overlap}) must be smaller than window ({self.window})")
         if self.zoom and self.focal_px is not None:
             raise ValueError("zoom estimates a focal length per frame: it cannot take a known fixed focal_px")
+        if self.refine_distortion and not self.refine:
+            raise ValueError("refine_distortion is part of the camera solve: it needs refine")
+        if self.refine_distortion and self.zoom:
+            raise ValueError("refine_distortion solves one fixed lens: it cannot be used with zoom")
         return self
 
 

@@ -109,8 +109,8 @@ class SolveTally:
         rms = np.sqrt(np.bincount(slot, err ** 2, len(frames)) / np.bincount(slot, minlength=len(frames)))
         self.per_frame.update(zip(frames.tolist(), np.round(rms, 4).tolist()))
 
-    def report(self, focal: float | None, focal_refined: bool = False,
-               distortion: tuple[float, float] | None = None) -> SolveReport:
+    def report(self, focal: float | None, distortion: tuple[float, float] | None = None,
+               focal_refined: bool = False) -> SolveReport:
         rms = float(np.sqrt(self.sum_sq / self.inliers)) if self.inliers else None
         return SolveReport(rms_px=rms, per_frame_px=dict(self.per_frame), tracks=self.tracks, points=self.points,
                            inliers=self.inliers, focal=focal, focal_refined=focal_refined, distortion=distortion)

@@ -10,12 +10,14 @@ than a first, slower version of this solver.)
 
 Conventions: OpenCV cameras, ``world_from_cam`` (F, 4, 4) camera-to-world poses, footage pixels with
 pixel centres at +0.5 (``core.geometry.camera.pixel_grid``), ``K`` footage intrinsics: (3, 3) for every
-camera, or (F, 3, 3) one per camera (a zoom). They are held, or with ``refine_focal`` every camera's focal
-length is scaled by one shared factor ``exp(phi)`` (a fixed lens whose focal the network got wrong; the
-principal point stays).
+camera, or (F, 3, 3) one per camera (a zoom), and a radial ``distortion`` (k1, k2) shared by all
+(``core.geometry.distortion``, Blender's polynomial model). They are held, or with ``refine_focal`` every
+camera's focal length is scaled by one shared factor ``exp(phi)`` (a fixed lens whose focal the network got
+wrong; the principal point stays), and with ``refine_distortion`` k1 and k2 are refined.
 A free camera is parameterised by a rotation vector ``w`` (R = R0 @ exp(w)) and its centre C.
-Residuals: reprojection in pixels, and ``log(z / network depth) / depth_sigma`` per observation
-with a network depth (it holds the scale where parallax is low and keeps points near the surfaces).
+Residuals: reprojection in pixels (pinhole through the distortion), and ``log(z / network depth) /
+depth_sigma`` per observation with a network depth (it holds the scale where parallax is low and keeps
+points near the surfaces).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.geometry.distortion import distort, undistort
 from core.geometry.rotations import rotvec_to_rotation
 
 
@@ -55,7 +58,8 @@ class BundleResult:
     """Refined ``world_from_cam`` (F, 4, 4) and ``points`` (P, 3, NaN: not solved), ``inlier`` (M,) bool,
     ``rms_px`` over inlier observations, ``per_frame_px`` (F,) (NaN: no inlier); with ``refine_focal`` the
     ``focal_scale`` found (refined focal / given focal, 1 when held) and ``focal_std``, its standard error
-    as a fraction (from the solve's covariance scaled by the residual; inf when held)."""
+    as a fraction (from the solve's covariance scaled by the residual; inf when held); the ``distortion``
+    (k1, k2), refined or as given."""
 
     world_from_cam: np.ndarray
     points: np.ndarray
@@ -64,6 +68,7 @@ class BundleResult:
     per_frame_px: np.ndarray
     focal_scale: float = 1.0
     focal_std: float = float("inf")
+    distortion: tuple[float, float] = (0.0, 0.0)
 
 
 def per_camera(K: np.ndarray, cameras: int) -> np.ndarray:
@@ -71,12 +76,14 @@ def per_camera(K: np.ndarray, cameras: int) -> np.ndarray:
     return np.broadcast_to(np.asarray(K, np.float64), (cameras, 3, 3))
 
 
-def initial_points(world_from_cam: np.ndarray, K: np.ndarray, obs: Observations, num_points: int) -> np.ndarray:
+def initial_points(world_from_cam: np.ndarray, K: np.ndarray, obs: Observations, num_points: int,
+                   distortion: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     """(P, 3) per-point median of the observations' network-depth back-projections (NaN: no depth)."""
     ok = np.isfinite(obs.depth)
     Km = per_camera(K, len(world_from_cam))[obs.frame]
-    ray = np.stack([(obs.xy[:, 0] - Km[:, 0, 2]) / Km[:, 0, 0], (obs.xy[:, 1] - Km[:, 1, 2]) / Km[:, 1, 1],
-                    np.ones(len(obs.xy))], -1) * obs.depth[:, None]
+    x, y = undistort((obs.xy[:, 0] - Km[:, 0, 2]) / Km[:, 0, 0], (obs.xy[:, 1] - Km[:, 1, 2]) / Km[:, 1, 1],
+                     distortion)
+    ray = np.stack([x, y, np.ones(len(obs.xy))], -1) * obs.depth[:, None]
     T = world_from_cam[obs.frame]
     world = np.einsum("mij,mj->mi", T[:, :3, :3], ray) + T[:, :3, 3]
     out = np.full((num_points, 3), np.nan)
@@ -93,20 +100,22 @@ def initial_points(world_from_cam: np.ndarray, K: np.ndarray, obs: Observations,
     return out
 
 
-def project(R: np.ndarray, C: np.ndarray, K: np.ndarray, points: np.ndarray,
-            obs: Observations) -> tuple[np.ndarray, np.ndarray]:
+def project(R: np.ndarray, C: np.ndarray, K: np.ndarray, points: np.ndarray, obs: Observations,
+            distortion: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
     """(M, 2) pixels and (M,) z of each observation's point in its camera (R (F, 3, 3), C (F, 3): world_from_cam)."""
     cam = np.einsum("mji,mj->mi", R[obs.frame], points[obs.point] - C[obs.frame])
     z = cam[:, 2]
     Km = per_camera(K, len(R))[obs.frame]
-    uv = cam[:, :2] / z[:, None] * np.stack([Km[:, 0, 0], Km[:, 1, 1]], -1) + Km[:, :2, 2]
+    x, y = distort(cam[:, 0] / z, cam[:, 1] / z, distortion)
+    uv = np.stack([x, y], -1) * np.stack([Km[:, 0, 0], Km[:, 1, 1]], -1) + Km[:, :2, 2]
     return uv, z
 
 
 def adjust(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Observations,
-           points: np.ndarray, params: BundleParams = BundleParams(), refine_focal: bool = False) -> BundleResult:
-    """Refine the cameras not ``fixed`` ((F,) bool), the points, and with ``refine_focal`` the focal length;
-    see the module docstring.
+           points: np.ndarray, params: BundleParams = BundleParams(), refine_focal: bool = False,
+           distortion: tuple[float, float] = (0.0, 0.0), refine_distortion: bool = False) -> BundleResult:
+    """Refine the cameras not ``fixed`` ((F,) bool), the points, with ``refine_focal`` the focal length and
+    with ``refine_distortion`` the ``distortion``; see the module docstring.
 
     With no fixed camera the first is held (the gauge); the depth prior holds the scale.
     """
@@ -115,13 +124,15 @@ def adjust(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
         fixed[0] = True
     inlier = np.isfinite(points[obs.point]).all(1)
     T, K, focal_scale, focal_std = world_from_cam, np.asarray(K, np.float64), 1.0, float("inf")
+    distortion = tuple(float(k) for k in distortion)
     for stage in range(2):
         used = _enough_views(obs, inlier, len(points), params.min_views)
         sub = obs.subset(used)
-        T, points_new, scale, focal_std = _solve(T, fixed, K, sub, points, params, refine_focal)
+        T, points_new, scale, focal_std, distortion = _solve(T, fixed, K, sub, points, params, refine_focal,
+                                                             distortion, refine_distortion)
         K, focal_scale = scaled_focal(K, scale), focal_scale * scale
         points = np.where(np.isin(np.arange(len(points)), sub.point)[:, None], points_new, points)
-        uv, z = project(T[:, :3, :3], T[:, :3, 3], K, points, obs)
+        uv, z = project(T[:, :3, :3], T[:, :3, 3], K, points, obs, distortion)
         err = np.linalg.norm(uv - obs.xy, axis=1)
         inlier = used & (err < params.outlier_px) & (z > 0) if stage == 0 else used
     solved = np.zeros(len(points), bool)
@@ -132,7 +143,7 @@ def adjust(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
     with np.errstate(invalid="ignore", divide="ignore"):
         per_frame = np.sqrt(np.bincount(obs.frame, sq, len(T)) / n_frame)
     rms = float(np.sqrt(sq.sum() / max(inlier.sum(), 1))) if inlier.any() else float("nan")
-    return BundleResult(T, points, inlier, rms, per_frame, focal_scale, focal_std * rms)
+    return BundleResult(T, points, inlier, rms, per_frame, focal_scale, focal_std * rms, distortion)
 
 
 def scaled_focal(K: np.ndarray, scale: float) -> np.ndarray:
@@ -149,20 +160,21 @@ def _enough_views(obs: Observations, inlier: np.ndarray, num_points: int, min_vi
 
 
 def _solve(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Observations,
-           points: np.ndarray, params: BundleParams, refine_focal: bool = False, iterations: int = 100,
-           tolerance: float = 1e-5) -> tuple[np.ndarray, np.ndarray, float, float]:
+           points: np.ndarray, params: BundleParams, refine_focal: bool = False,
+           distortion: tuple[float, float] = (0.0, 0.0), refine_distortion: bool = False, iterations: int = 100,
+           tolerance: float = 1e-5) -> tuple[np.ndarray, np.ndarray, float, float, tuple[float, float]]:
     """Levenberg-Marquardt on cameras and points with the points eliminated (Schur complement), Huber by IRLS.
 
     Returns the refined (F, 4, 4) poses and (P, 3) points (points without observations unchanged), the focal
-    scale (1 unless ``refine_focal``) and the standard deviation of its log per pixel of residual noise (inf
-    when held); stops after ``iterations`` steps, or at a step that lowers the cost by less than the
-    fraction ``tolerance``.
+    scale (1 unless ``refine_focal``), the standard deviation of its log per pixel of residual noise (inf
+    when held) and the distortion (refined with ``refine_distortion``); stops after ``iterations`` steps, or
+    at a step that lowers the cost by less than the fraction ``tolerance``.
     The observations lie on a dense (F, P') grid of cameras by observed points (at most one observation per
     camera and point; an empty cell weighs nothing), so per-point and per-camera sums are axis sums and the
     camera-point blocks W of the Hessian come out dense. Each point's damped 3x3 block is factored in closed
     form (L, ``_cholesky3``); with ``Z = W L^-T`` the reduced camera system is ``Hcc - Z Z^T`` and the point
-    step takes triangular solves only. Camera unknowns are ordered parameter-major: (6, F'), then the log
-    focal scale ``phi`` when refined (one more row and column of the reduced system).
+    step takes triangular solves only. Camera unknowns are ordered parameter-major: (6, F'), then the lens's
+    refined ones (of the log focal scale ``phi``, k1, k2: one more row and column of the reduced system each).
     """
     free = np.flatnonzero(~fixed)
     n_cam = len(free)
@@ -180,35 +192,43 @@ def _solve(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
     fx, fy = Ks[:, 0, 0, None], Ks[:, 1, 1, None]  # (F, 1)
     focal, centre = np.stack([fx, fy]), Ks[:, :2, 2].T[:, :, None]  # (2, F, 1)
 
-    def evaluate(R, C, P, phi):
+    lens_free = np.flatnonzero([refine_focal, refine_distortion, refine_distortion])  # of (phi, k1, k2)
+
+    def evaluate(R, C, P, lens):
         """Camera-space points (3, F, P'), clamped z (F, P'), residuals (3, F, P') (pixels; weighted log
-        depth; zero in empty cells), pixel errors (F, P') and the robust cost."""
+        depth; zero in empty cells), pixel errors (F, P') and the robust cost; ``lens`` (phi, k1, k2)."""
         Rt = R.transpose(2, 0, 1)  # Rt[c, f] = column c of camera f's R
         pc = (Rt.reshape(-1, 3) @ P.T).reshape(3, *grid) - np.einsum("cfj,fj->cf", Rt, C)[:, :, None]
         z = np.maximum(pc[2], 1e-6)
         r = np.empty((3,) + grid)
-        r[:2] = (pc[:2] / z * focal * np.exp(phi) + centre - xy) * seen
+        r[:2] = (np.stack(distort(pc[0] / z, pc[1] / z, lens[1:])) * focal * np.exp(lens[0]) + centre - xy) * seen
         r[2] = (np.log(z) - log_depth) * depth_weight
         e = np.hypot(r[0], r[1])
         cost = np.where(e < k, e ** 2, 2 * k * e - k * k).sum() + (r[2] ** 2).sum()
         return pc, z, r, e, cost
 
-    def normal_equations(R, phi, pc, z, r, e):
+    def normal_equations(R, lens, pc, z, r, e):
         """Huber-weighted Gauss-Newton blocks: per point Hpp (3, 3, P') and gp (3, P'); the reduced unknowns'
-        (free cameras, then phi) H (n, n) (block diagonal in the cameras) and g (n,); their blocks with the
-        points W (n, 3, P')."""
+        (free cameras, then the lens's) H (n, n) (block diagonal in the cameras) and g (n,); their blocks with
+        the points W (n, 3, P')."""
         s = np.sqrt(np.where(e < k, 1.0, k / np.maximum(e, 1e-12))) * seen
         iz = 1.0 / z
-        fxp, fyp = fx * np.exp(phi), fy * np.exp(phi)
-        a, c = fxp * iz * s, fyp * iz * s  # d (weighted pixel residual) / d camera-space point: [[a 0 b] [0 c d]]
-        b, d = -a * pc[0] * iz, -c * pc[1] * iz
+        fxs, fys = fx * np.exp(lens[0]) * s, fy * np.exp(lens[0]) * s
+        xn, yn = pc[0] * iz, pc[1] * iz
+        r2 = xn * xn + yn * yn
+        gain, slope = 1 + lens[1] * r2 + lens[2] * r2 * r2, 2 * (lens[1] + 2 * lens[2] * r2)
+        # d (weighted pixel residual) / d camera-space point: [[a0 a1 a2] [b0 b1 b2]] (a1 = b0 = 0 undistorted)
+        a0, a1 = fxs * (gain + slope * xn * xn) * iz, fxs * slope * xn * yn * iz
+        b0, b1 = fys * slope * xn * yn * iz, fys * (gain + slope * yn * yn) * iz
+        a2, b2 = -(a0 * xn + a1 * yn), -(b0 * xn + b1 * yn)
         g = depth_weight * iz  # d (depth residual) / d z
         Rk = R.transpose(2, 1, 0)[..., None]  # Rk[c, j] (F, 1) = R[:, j, c]: d camera-space point / d world point
-        Jp = np.stack([a * Rk[0] + b * Rk[2], c * Rk[1] + d * Rk[2], g * Rk[2]])  # (3 residuals, 3 coords, F, P')
+        Jp = np.stack([a0 * Rk[0] + a1 * Rk[1] + a2 * Rk[2], b0 * Rk[0] + b1 * Rk[1] + b2 * Rk[2],
+                       g * Rk[2]])  # (3 residuals, 3 coords, F, P')
         x, y, zc = pc[:, free]  # rotation increment R <- R exp(w): d camera-space point / d w = [p]x
-        a, b, c, d, g = a[free], b[free], c[free], d[free], g[free]
-        Jr = np.stack([np.stack([-b * y, b * x - a * zc, a * y]), np.stack([c * zc - d * y, d * x, -c * x]),
-                       np.stack([-g * y, g * x, np.zeros_like(x)])])  # (3 residuals, 3 rotation, F', P')
+        rows = [(a0[free], a1[free], a2[free]), (b0[free], b1[free], b2[free]), (0.0, 0.0, g[free])]
+        Jr = np.stack([np.broadcast_arrays(j1 * zc - j2 * y, j2 * x - j0 * zc, j0 * y - j1 * x)
+                       for j0, j1, j2 in rows])  # (3 residuals, 3 rotation, F', P')
         rw = r * np.stack([s, s, np.ones(grid)])  # weighted residuals; d residual / d centre = -Jp
         N, gp = _gram(Jp, Jp, symmetric=True), _gram(Jp, rw[:, None])[:, 0]
         N_free, gp_free, Mx = N[:, :, free], gp[:, free], _gram(Jr, Jp[:, :, free])
@@ -220,13 +240,16 @@ def _solve(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
         H = H.reshape(6 * n_cam, 6 * n_cam)
         gc = np.concatenate([_gram(Jr, rw[:, None, free])[:, 0].sum(-1), -gp_free.sum(-1)]).ravel()
         W = np.concatenate([Mx, -N_free]).transpose(0, 2, 1, 3).reshape(6 * n_cam, 3, grid[1])
-        if refine_focal:  # d (weighted pixel residual) / d phi: the projection's offset from the principal point
-            Jf = np.stack([fxp * pc[0], fyp * pc[1]]) * iz * s  # (2, F, P')
-            Wf = (Jf[:, None] * Jp[:2]).sum(0)  # (3, F, P')
-            Hfc = np.concatenate([(Jf[:, None, free] * Jr[:2]).sum(0), -Wf[:, free]]).sum(-1).ravel()
-            H = np.block([[H, Hfc[:, None]], [Hfc[None], np.array([[(Jf ** 2).sum()]])]])
-            gc = np.append(gc, (Jf * rw[:2]).sum())
-            W = np.concatenate([W, Wf.sum(1)[None]])
+        if len(lens_free):  # d (weighted pixel residual) / d (phi, k1, k2), each (2, F, P')
+            Jl = np.stack([np.stack([fxs * xn * gain, fys * yn * gain]), np.stack([fxs * xn * r2, fys * yn * r2]),
+                           np.stack([fxs * xn * r2 * r2, fys * yn * r2 * r2])])[lens_free]
+            Wl = (Jl[:, :, None] * Jp[None, :2]).sum(1)  # (L, 3, F, P')
+            Hlc = np.concatenate([(Jl[:, :, None, free] * Jr[None, :2]).sum(1), -Wl[:, :, free]], 1).sum(-1)
+            Hlc = Hlc.reshape(len(lens_free), -1)
+            Hll = np.einsum("afp,bfp->ab", Jl.reshape(len(Jl), -1, grid[1]), Jl.reshape(len(Jl), -1, grid[1]))
+            H = np.block([[H, Hlc.T], [Hlc, Hll]])
+            gc = np.append(gc, (Jl * rw[None, :2]).sum((1, 2, 3)))
+            W = np.concatenate([W, Wl.sum(2)])
         return N.sum(2), gp.sum(1), H, gc, W
 
     def reduced(system, lam):
@@ -238,12 +261,12 @@ def _solve(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
         S[np.diag_indices(len(S))] += lam * (np.diag(H) + 1e-9)
         return L, np.stack(_forward(L, *gp)), Z, S
 
-    phi = 0.0
-    state = evaluate(R, C, P, phi)
+    lens = np.array([0.0, *distortion])
+    state = evaluate(R, C, P, lens)
     cost = state[-1]
     lam = 1e-4
     for _ in range(iterations):
-        system = normal_equations(R, phi, *state[:-1])
+        system = normal_equations(R, lens, *state[:-1])
         while True:
             L, v, Z, S = reduced(system, lam)
             dc = np.linalg.solve(S, Z @ v.ravel() - system[3]) if len(S) else np.zeros(0)
@@ -252,8 +275,9 @@ def _solve(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
             R_new, C_new = R.copy(), C.copy()
             R_new[free] = R[free] @ rotvec_to_rotation(dc6[:, :3])
             C_new[free] = C[free] + dc6[:, 3:]
-            P_new, phi_new = P + dp.T, phi + (dc[-1] if refine_focal else 0.0)
-            trial = evaluate(R_new, C_new, P_new, phi_new)
+            P_new, lens_new = P + dp.T, lens.copy()
+            lens_new[lens_free] += dc[6 * n_cam:]
+            trial = evaluate(R_new, C_new, P_new, lens_new)
             if trial[-1] < cost:
                 lam = max(lam / 3, 1e-8)
                 break
@@ -263,21 +287,21 @@ def _solve(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
         if trial[-1] >= cost:
             break
         improvement = (cost - trial[-1]) / cost
-        R, C, P, phi = R_new, C_new, P_new, phi_new
+        R, C, P, lens = R_new, C_new, P_new, lens_new
         state, cost = trial, trial[-1]
         if improvement < tolerance:
             break
     phi_std = float("inf")
-    if refine_focal:  # the reduced system at the solution is the inverse covariance of cameras and phi
-        S = reduced(normal_equations(R, phi, *state[:-1]), 0.0)[3]
+    if refine_focal:  # the reduced system at the solution is the inverse covariance of cameras and lens
+        S = reduced(normal_equations(R, lens, *state[:-1]), 0.0)[3]
         unit = np.zeros(len(S))
-        unit[-1] = 1.0
-        phi_std = float(np.sqrt(max(np.linalg.solve(S, unit)[-1], 0.0)))
+        unit[6 * n_cam] = 1.0
+        phi_std = float(np.sqrt(max(np.linalg.solve(S, unit)[6 * n_cam], 0.0)))
     T = world_from_cam.copy()
     T[:, :3, :3], T[:, :3, 3] = R, C
     out = points.copy()
     out[point_ids] = P
-    return T, out, float(np.exp(phi)), phi_std
+    return T, out, float(np.exp(lens[0])), phi_std, (float(lens[1]), float(lens[2]))
 
 def _gram(A: np.ndarray, B: np.ndarray, symmetric: bool = False) -> np.ndarray:
     """(a, b, ...) products ``A[:, :, n].T @ B[:, :, n]`` of (3, a, ...) and (3, b, ...) stacks, element-wise

@@ -13,7 +13,9 @@ covering the first ``SolveParams.focal_frames`` frames, registered but not yet s
 together (a single window is too short: the focal trades against depth and only the camera's
 rotation separates them). The run is then registered and solved from its first window with that
 focal length (the windows' ``K``, solve.json's ``focal``); when the tracks do not determine it to
-``SolveParams.focal_std``, the network's is kept and a notice says so.
+``SolveParams.focal_std``, the network's is kept and a notice says so. With ``--refine-distortion`` the
+same pass solves the radial distortion (k1, k2), and every window's tracks are then solved through it
+(solve.json's ``distortion``); the dense depth and points stay the network's pinhole geometry.
 
 Then the dense depth follows the solve: each new frame's depth map is rescaled by the median ratio
 of its solved track depths to the network's depth under them, so the point cloud written for a frame
@@ -58,10 +60,11 @@ class SolveParams:
     #                             the network's cameras and depth put them are left out before the adjustment
     #                             (moving things, mismatches): they would otherwise pull the solve
     focal_frames: int = 90      # the focal length is refined over the first windows covering this many frames
-    focal_std: float = 0.0005   # ... and taken when its standard error is below this fraction (the camera
+    focal_std: float = 0.001    # ... and taken when its standard error is below this fraction (the camera
     #                             motion determines it well enough). The figure assumes independent tracker
-    #                             noise and is optimistic 5-10x on the synthetic shot (30 frames: +-0.5 %,
-    #                             4 % off; 90 frames: +-0.03 %, 0.16 % off)
+    #                             noise and is optimistic up to 10x on the synthetic shot (30 frames: +-0.5 %,
+    #                             4 % off; 90 frames: +-0.03 %, 0.16 % off; with the distortion: +-0.08 %,
+    #                             0.11 % off)
     focal_change: float = 0.25  # ... and it differs from the network's by less than this fraction
     bundle: BundleParams = field(default_factory=BundleParams)
 
@@ -103,17 +106,27 @@ class CameraSolve:
         geometry: how footage frames became network inputs (maps prediction pixels to footage pixels).
         params: the stage's settings.
         refine_focal: refine the focal length over the first windows (not when it was given, nor for a zoom).
+        refine_distortion: solve the lens's radial distortion over the first windows (``--refine-distortion``).
         focal_refined: the run's focal length is the solve's.
+        distortion: (k1, k2) the tracks are solved through, once solved; None: none (a pinhole).
         tally: running figures of every window solved so far (solve.json).
     """
 
-    def __init__(self, geometry: InputGeometry, params: SolveParams | None = None, refine_focal: bool = False):
+    def __init__(self, geometry: InputGeometry, params: SolveParams | None = None, refine_focal: bool = False,
+                 refine_distortion: bool = False):
         self.geometry = geometry
         self.params = params or SolveParams()
         self.refine_focal = refine_focal
+        self.refine_distortion = refine_distortion
         self.focal_refined = False
+        self.distortion: tuple[float, float] | None = None
         self.tally = SolveTally()
         self._to_footage = geometry.to_footage()
+
+    @property
+    def refines_lens(self) -> bool:
+        """Whether the lens pass (:meth:`calibrate`) runs before the first window."""
+        return self.refine_focal or self.refine_distortion
 
     def restore(self, windows: list[Bundles], report: SolveReport | None) -> None:
         """Resume: the figures of the windows already on disk (oldest first) and their solve.json."""
@@ -121,10 +134,16 @@ class CameraSolve:
         for bundles in windows:
             self.tally.add(bundles)
         self.focal_refined = bool(report and report.focal_refined)
+        self.distortion = report.distortion if report is not None else None
 
     def report(self, K: np.ndarray) -> SolveReport:
         """solve.json's figures so far; ``K`` (3, 3) the run's intrinsics at prediction resolution."""
-        return self.tally.report(focal=float((self._to_footage @ K)[0, 0]), focal_refined=self.focal_refined)
+        return self.tally.report(focal=float((self._to_footage @ K)[0, 0]), focal_refined=self.focal_refined,
+                                 distortion=self.distortion)
+
+    @property
+    def _lens_distortion(self) -> tuple[float, float]:
+        return self.distortion or (0.0, 0.0)
 
     def refine(self, result: RegistrationResult, previous: Reference | None, K: np.ndarray,
                tracks: WindowTracks) -> WindowSolve:
@@ -159,8 +178,9 @@ class CameraSolve:
             return self._skipped(result, tracks.count, f"only {usable} tracked points agree with the network's "
                                  f"cameras over {self.params.bundle.min_views} frames or more (at least "
                                  f"{self.params.min_points} needed; damaged, blurred or mostly moving footage?)")
-        ba = adjust(poses, np.arange(len(frames)) < n_fixed, Kf, obs, initial_points(poses, Kf, obs, tracked),
-                    self.params.bundle)
+        k = self._lens_distortion
+        ba = adjust(poses, np.arange(len(frames)) < n_fixed, Kf, obs, initial_points(poses, Kf, obs, tracked, k),
+                    self.params.bundle, distortion=k)
         solved = int(np.isfinite(ba.points).all(1).sum())
         typical = float(np.nanmedian(obs.depth)) if np.isfinite(obs.depth).any() else np.inf
         shift = float(np.linalg.norm(ba.world_from_cam[n_fixed:, :3, 3] - poses[n_fixed:, :3, 3], axis=1).max(
@@ -175,7 +195,7 @@ class CameraSolve:
 
         # dense depth follows the solve: per new frame, the median ratio of solved to network track depth
         R, C = ba.world_from_cam[:, :3, :3], ba.world_from_cam[:, :3, 3]
-        uv, z = project(R, C, Kf, np.nan_to_num(ba.points), obs)
+        uv, z = project(R, C, Kf, np.nan_to_num(ba.points), obs, k)
         use = ba.inlier & np.isfinite(obs.depth) & (obs.frame >= n_fixed)
         ratio = _frame_medians(np.log(z[use] / obs.depth[use]), obs.frame[use] - n_fixed, len(win),
                                self.params.min_depth_obs)
@@ -191,18 +211,19 @@ class CameraSolve:
 
     def calibrate(self, windows: list[AlignedWindow], tracks: list[WindowTracks],
                   K: np.ndarray) -> tuple[np.ndarray, str]:
-        """The focal length refined over the run's first windows, before any is solved or written.
+        """The lens refined over the run's first windows, before any is solved or written: the focal length
+        (``refine_focal``) and the radial distortion (``refine_distortion``, kept in :attr:`distortion`).
 
         Args:
             windows: the first windows as registered (each its new frames only, oldest first).
-            tracks: their tracks, each over all its window's frames.
+            tracks: their tracks: one set over all their frames, or each window's own.
             K: (3, 3) their intrinsics at prediction resolution.
 
         Returns:
             The run's intrinsics from now on (``K`` with the refined focal length, or ``K`` itself when the
             tracks do not determine it to ``params.focal_std`` or move it by ``params.focal_change`` or more)
-            and a line saying which and why. The first camera is held; the windows' cameras, their tracks'
-            points (one per window and track) and the focal length are adjusted together.
+            and a line saying what was found. The first camera is held; the windows' cameras, their tracks'
+            points and the lens are adjusted together.
         """
         frames = np.concatenate([w.frames for w in windows])
         poses = np.concatenate([w.poses for w in windows]).astype(np.float64)
@@ -212,18 +233,30 @@ class CameraSolve:
         span = f"frames {frames[0]}-{frames[-1]}"
         views = np.bincount(obs.point, minlength=tracked)
         if (views >= self.params.bundle.min_views).sum() < self.params.min_points:
-            return K, f"focal length not refined: too few tracked points over {span}; keeping the network's"
-        ba = adjust(poses, np.zeros(len(frames), bool), Kf, obs, initial_points(poses, Kf, obs, tracked),
-                    self.params.bundle, refine_focal=True)
-        found = f"{Kf[0, 0]:.1f} -> {Kf[0, 0] * ba.focal_scale:.1f} px (+-{ba.focal_std:.2%}) over {span}"
-        if not ba.focal_std < self.params.focal_std:
-            return K, (f"focal length not refined: the camera motion over {span} does not determine it "
-                       f"(+-{ba.focal_std:.2%}); keeping the network's {Kf[0, 0]:.1f} px (give it with --focal-px "
-                       "if it is known)")
-        if abs(ba.focal_scale - 1) >= self.params.focal_change:
-            return K, f"focal length not refined: the tracks put it implausibly far, {found}; keeping the network's"
-        self.focal_refined = True
-        return scaled_focal(K, ba.focal_scale).astype(np.float32).astype(np.float64), f"focal length refined: {found}"
+            return K, f"lens not refined: too few tracked points over {span}; keeping the network's focal length"
+        start = initial_points(poses, Kf, obs, tracked)
+        ba = adjust(poses, np.zeros(len(frames), bool), Kf, obs, start, self.params.bundle,
+                    refine_focal=self.refine_focal, refine_distortion=self.refine_distortion)
+        notes, found = [], f"{Kf[0, 0]:.1f} -> {Kf[0, 0] * ba.focal_scale:.1f} px (+-{ba.focal_std:.2%})"
+        if self.refine_focal and not ba.focal_std < self.params.focal_std:
+            notes.append(f"focal length not refined: the camera motion over {span} does not determine it "
+                         f"(+-{ba.focal_std:.2%}); keeping the network's {Kf[0, 0]:.1f} px (give it with "
+                         "--focal-px if it is known)")
+        elif self.refine_focal and abs(ba.focal_scale - 1) >= self.params.focal_change:
+            notes.append(f"focal length not refined: the tracks put it implausibly far, {found}; keeping the "
+                         "network's")
+        elif self.refine_focal:
+            notes.append(f"focal length refined: {found} over {span}")
+            self.focal_refined = True
+            K = scaled_focal(K, ba.focal_scale).astype(np.float32).astype(np.float64)
+        if self.refine_distortion:
+            if self.refine_focal and not self.focal_refined:  # solved with a focal length that is not taken
+                ba = adjust(poses, np.zeros(len(frames), bool), Kf, obs, start, self.params.bundle,
+                            refine_distortion=True)
+            self.distortion = ba.distortion
+            notes.append(f"lens distortion solved: k1 {ba.distortion[0]:+.4f}, k2 {ba.distortion[1]:+.4f} "
+                         f"over {span}")
+        return K, "; ".join(notes)
 
     def _observations(self, frames: np.ndarray, poses: np.ndarray, depth: np.ndarray, mask: np.ndarray,
                       Kf: np.ndarray, tracks: list[WindowTracks]) -> tuple[Observations, np.ndarray, int]:
@@ -244,8 +277,8 @@ class CameraSolve:
         obs = Observations(local, point, xy, _sample_depth(depth, mask, local, xy_pred))
         if not tracked:
             return obs, rgb, 0
-        start = np.nan_to_num(initial_points(poses, Kf, obs, tracked))
-        uv, _ = project(poses[:, :3, :3], poses[:, :3, 3], Kf, start, obs)
+        start = np.nan_to_num(initial_points(poses, Kf, obs, tracked, self._lens_distortion))
+        uv, _ = project(poses[:, :3, :3], poses[:, :3, 3], Kf, start, obs, self._lens_distortion)
         agree = np.linalg.norm(uv - obs.xy, axis=1) < self.params.network_gate * self.geometry.footage[0]
         return obs.subset(agree), rgb[agree], tracked
 

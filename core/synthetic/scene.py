@@ -7,7 +7,8 @@ standing on the ground, side walls, a room's walls and furniture; ``core.synthet
 builds such layouts). The camera dollies and sways on a periodic path, so streams of any
 length stay inside the scene.
 
-Every pixel gets z-depth, an RGB colour and the id of the scene layer it shows.
+Every pixel gets z-depth, an RGB colour and the id of the scene layer it shows, seen through the
+lens's radial distortion when the config has one (``SceneConfig.distortion``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from core.geometry.camera import intrinsics, pixel_grid
+from core.geometry.distortion import undistort
 
 GROUND, WALL = 0, 1
 
@@ -70,6 +72,8 @@ class SceneConfig:
     period: float = 240.0     # frames per cycle of the camera path
     zoom: float = 1.0         # focal length at the zoom's peak relative to hfov_deg's (1: a fixed lens)
     zoom_period: float = 120.0  # frames per cycle of the zoom: in from hfov_deg to the peak and back out
+    distortion: tuple[float, float] = (0.0, 0.0)  # radial k1, k2 of the lens every render goes through
+    #                                               (core.geometry.distortion: Blender's polynomial model)
     moving_object: bool = True
     texture: bool = False     # world-fixed multi-scale noise on every surface (features a tracker can follow)
     objects: tuple[Sphere, ...] = field(default_factory=default_objects)
@@ -83,6 +87,7 @@ class SceneConfig:
         d = dict(d)
         d["objects"] = tuple(Sphere(**{**o, "center": tuple(o["center"]), "color": tuple(o["color"]),
                                        "motion": tuple(o["motion"])}) for o in d.get("objects", ()))
+        d["distortion"] = tuple(d.get("distortion", (0.0, 0.0)))
         d["boxes"] = tuple(Box(b["name"], tuple(b["center"]), tuple(b["half"]), tuple(b["color"]))
                            for b in d.get("boxes", ()))
         return cls(**d)
@@ -160,7 +165,8 @@ class Scene:
         K = self.K(w, h, frame)
         T = self.pose(frame)
         u, v = pixel_grid(h, w)
-        d_cam = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones((h, w), np.float32)], -1)
+        x, y = undistort((u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], self.config.distortion)
+        d_cam = np.stack([x, y, np.ones((h, w), np.float32)], -1)
         d = d_cam @ T[:3, :3].T.astype(np.float32)  # world ray directions with camera-z = 1
         o = T[:3, 3].astype(np.float32)
         c = self.config

@@ -22,7 +22,8 @@ from laser_blender.protocol import Job
 LAYER_PREFIX = "lsa-"
 BACKBONE_FIELDS = ("backbone", "weights", "synthetic_scene", "device", "dtype")
 STREAM_FIELDS = ("window", "overlap", "stride", "start", "max_frames")
-REGISTRATION_FIELDS = ("conf_keep", "layer_align", "refine", "focal_px", "focal_mm", "sensor_width_mm", "zoom")
+REGISTRATION_FIELDS = ("conf_keep", "layer_align", "refine", "refine_distortion", "focal_px", "focal_mm",
+                       "sensor_width_mm", "zoom")
 RUN_FIELDS = ("resume", "overwrite", "save_predictions")
 JOB_FIELDS = BACKBONE_FIELDS + RUN_FIELDS + STREAM_FIELDS + REGISTRATION_FIELDS
 _FLAGS = {"save_predictions": "--no-predictions"}  # flags older than this naming rule
