@@ -53,6 +53,10 @@ def draw_reconstruct(layout, context) -> None:
     sub.prop(settings, "focal_mm")
     sub.enabled = settings.use_focal and not settings.zoom
     box.prop(settings, "sensor_width")
+    box.prop(settings, "refine")
+    row = box.row()
+    row.prop(settings, "refine_distortion")
+    row.enabled = settings.refine and not settings.zoom  # the solve's lens pass, for a fixed lens
 
     box = layout.box()
     box.prop(settings, "point_budget")

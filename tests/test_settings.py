@@ -186,3 +186,13 @@ def test_addon_properties_take_defaults_limits_and_descriptions_from_the_fields(
     with pytest.raises(ValidationError) as info:
         properties.make_job(settings, "/shot.mp4", Path("/runs/shot"), "cpu", False)
     assert properties.job_error(info.value) == '"Overlap" (10) must be smaller than "Window" (5)'
+    settings.window = 30
+    assert not job.refine and rna["refine"].name == "Camera Solve"
+    settings.refine_distortion = True  # only with the camera solve, and a fixed lens
+    assert not properties.make_job(settings, "/shot.mp4", Path("/runs/shot"), "cpu", False).refine_distortion
+    settings.refine = True
+    job = properties.make_job(settings, "/shot.mp4", Path("/runs/shot"), "cpu", False)
+    assert job.refine and job.refine_distortion
+    settings.zoom = True
+    job = properties.make_job(settings, "/shot.mp4", Path("/runs/shot"), "cpu", False)
+    assert job.refine and job.zoom and not job.refine_distortion
