@@ -80,6 +80,7 @@ def measure(scene: Scene, truth: StaticTruth, run: RunDir) -> dict:
     report = run.read_solve()
     return {
         "lens_px": lens_px(scene, K, report.distortion if report else None),
+        "distortion": list(report.distortion) if report and report.distortion else None,
         "gt_px": triangulated_reprojection_rms(poses, K, truth.uv, truth.seen),
         "ate": ate(poses, scene.pose(frames))["rmse"],
         "focal_err": abs(K[0, 0] / scene.K()[0, 0] - 1),
