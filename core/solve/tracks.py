@@ -169,7 +169,7 @@ class WindowTracker:
     positions ``[k * step, k * step + window)``.
 
     With ``lens_frames``, one more tracker follows positions ``[0, lens_frames)`` whole (tracks that
-    cross window boundaries, for refining the focal length: :meth:`take_lens`).
+    cross window boundaries, for refining the lens: :meth:`take_lens`).
     """
 
     def __init__(self, size: tuple[int, int], window: int, overlap: int, params: TrackerParams = TrackerParams(),
