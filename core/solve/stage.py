@@ -74,8 +74,7 @@ class SolveParams:
 
 @dataclass
 class WindowSolve:
-    """One window after the solve: the refined ``result`` (``result.window.K`` the run's intrinsics from now on),
-    its sparse solve, a ``warning`` when it was skipped or its focal length could not be refined."""
+    """One window after the solve: the refined ``result``, its sparse solve, a ``warning`` when it was skipped."""
 
     result: RegistrationResult
     bundles: Bundles
@@ -181,9 +180,9 @@ class CameraSolve:
             return self._skipped(result, tracks.count, f"only {usable} tracked points agree with the network's "
                                  f"cameras over {self.params.bundle.min_views} frames or more (at least "
                                  f"{self.params.min_points} needed; damaged, blurred or mostly moving footage?)")
-        k = self._lens_distortion
-        ba = adjust(poses, np.arange(len(frames)) < n_fixed, Kf, obs, initial_points(poses, Kf, obs, tracked, k),
-                    self.params.bundle, distortion=k)
+        lens = self._lens_distortion
+        ba = adjust(poses, np.arange(len(frames)) < n_fixed, Kf, obs, initial_points(poses, Kf, obs, tracked, lens),
+                    self.params.bundle, distortion=lens)
         solved = int(np.isfinite(ba.points).all(1).sum())
         typical = float(np.nanmedian(obs.depth)) if np.isfinite(obs.depth).any() else np.inf
         shift = float(np.linalg.norm(ba.world_from_cam[n_fixed:, :3, 3] - poses[n_fixed:, :3, 3], axis=1).max(
@@ -198,7 +197,7 @@ class CameraSolve:
 
         # dense depth follows the solve: per new frame, the median ratio of solved to network track depth
         R, C = ba.world_from_cam[:, :3, :3], ba.world_from_cam[:, :3, 3]
-        uv, z = project(R, C, Kf, np.nan_to_num(ba.points), obs, k)
+        uv, z = project(R, C, Kf, np.nan_to_num(ba.points), obs, lens)
         use = ba.inlier & np.isfinite(obs.depth) & (obs.frame >= n_fixed)
         ratio = _frame_medians(np.log(z[use] / obs.depth[use]), obs.frame[use] - n_fixed, len(win),
                                self.params.min_depth_obs)
@@ -229,15 +228,7 @@ class CameraSolve:
             points and the lens are adjusted together.
         """
         frames = np.concatenate([w.frames for w in windows])
-        poses = np.concatenate([w.poses for w in windows]).astype(np.float64)
-        Kf = self._to_footage @ K.astype(np.float64)
-        obs, _, tracked = self._observations(frames, poses, np.concatenate([w.depth for w in windows]),
-                                             np.concatenate([w.mask for w in windows]), Kf, tracks)
-        span = f"frames {frames[0]}-{frames[-1]}"
-        views = np.bincount(obs.point, minlength=tracked)
-        if (views >= self.params.bundle.min_views).sum() < self.params.min_points:
-            return K, f"lens not refined: too few tracked points over {span}; keeping the network's focal length"
-        start, notes = initial_points(poses, Kf, obs, tracked), []
+        Kf, notes = self._to_footage @ K.astype(np.float64), []
         focal = self.refine_focal and len(frames) >= self.params.focal_frames
         if self.refine_focal and not focal:
             notes.append(f"focal length not refined: the shot has {len(frames)} frames, the lens pass needs "
@@ -245,6 +236,14 @@ class CameraSolve:
                          "--focal-px if it is known)")
         if not focal and not self.refine_distortion:
             return K, notes[0]
+        poses = np.concatenate([w.poses for w in windows]).astype(np.float64)
+        obs, _, tracked = self._observations(frames, poses, np.concatenate([w.depth for w in windows]),
+                                             np.concatenate([w.mask for w in windows]), Kf, tracks)
+        span = f"frames {frames[0]}-{frames[-1]}"
+        views = np.bincount(obs.point, minlength=tracked)
+        if (views >= self.params.bundle.min_views).sum() < self.params.min_points:
+            return K, f"lens not refined: too few tracked points over {span}; keeping the network's focal length"
+        start = initial_points(poses, Kf, obs, tracked)
         ba = adjust(poses, np.zeros(len(frames), bool), Kf, obs, start, self.params.bundle,
                     refine_focal=focal, refine_distortion=self.refine_distortion)
         found = f"{Kf[0, 0]:.1f} -> {Kf[0, 0] * ba.focal_scale:.1f} px (+-{ba.focal_std:.2%})"
