@@ -165,6 +165,8 @@ def _register_stream(next_item: Callable[[], Any], writer: RunWriter, settings: 
             if solved.warning:
                 emit(events.Notice(solved.warning))
             result = solved.result
+            if state.zoom is not None:  # the solved focal lengths carry over to the next window
+                state.zoom.solved(result.window.frames, result.window.frame_K[:, 0, 0])
             writer.write_solve(index, solved.bundles, state.solve.report(state.K))
         path = writer.write_aligned(result.window)
         state.reference = result.reference

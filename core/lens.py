@@ -13,7 +13,9 @@ one, every frame gets its own focal length:
    reuse it, so the shared frames' intrinsics never change once written.
 
 The principal point stays at the centre and the pixel aspect (fy / fx) is the first
-window's. A camera solve may refine the focal lengths later (see ``core.engine``).
+window's. The camera solve (``--refine``) then refines each new frame's focal length
+(``core.solve.stage``) and hands it back (:meth:`ZoomLens.solved`): it replaces the frame's raw
+estimate in the smoothing and is what the next window's overlap frames reuse.
 All intrinsics are at prediction resolution; OpenCV conventions (``core.run.arrays``).
 """
 
@@ -45,8 +47,9 @@ class ZoomLens:
         self.stiffness = stiffness
         self.history = history
         self.aspect: float | None = None  # fy / fx, fixed by the first window
-        self._t = np.zeros(0, np.int64)  # raw estimates: frame, log fx
+        self._t = np.zeros(0, np.int64)  # estimates: frame, log fx, from the network (raw) or the solve
         self._y = np.zeros(0)
+        self._raw = np.zeros(0, bool)
         self._emitted: dict[int, float] = {}  # recent registered frames -> their fx
 
     def intrinsics(self, index: int, pred: WindowPrediction, mask: np.ndarray) -> np.ndarray:
@@ -70,6 +73,7 @@ class ZoomLens:
         recent = self._t >= frames[0] - self.history
         self._t = np.concatenate([self._t[recent], frames[good]])
         self._y = np.concatenate([self._y[recent], np.log(raw[good])])
+        self._raw = np.concatenate([self._raw[recent], np.ones(int(good.sum()), bool)])
         new = np.array([int(f) not in self._emitted for f in frames])
         if new.any():
             if self._t.size == 0:
@@ -81,17 +85,27 @@ class ZoomLens:
         self._emitted = {f: v for f, v in self._emitted.items() if f >= frames[0]}
         return zoom_intrinsics(fx, self.aspect, (w, h))
 
+    def solved(self, frames: np.ndarray, fx: np.ndarray) -> None:
+        """The camera solve's focal lengths ``fx`` (N,) of a window's new ``frames`` (N,), prediction pixels:
+        every frame up to the last is now solved, and only its solved focal takes part in the smoothing
+        (the state a resume rebuilds from disk, :meth:`restore`)."""
+        frames = np.asarray(frames, np.int64)
+        keep = ~(self._raw & (self._t <= frames.max())) & ~np.isin(self._t, frames)
+        self._t = np.concatenate([self._t[keep], frames])
+        self._y = np.concatenate([self._y[keep], np.log(np.asarray(fx, np.float64))])
+        self._raw = np.concatenate([self._raw[keep], np.zeros(len(frames), bool)])
+        self._emitted.update(zip(frames.tolist(), np.asarray(fx, np.float64).tolist()))
+
     def restore(self, windows: Sequence[AlignedWindow]) -> None:
         """Rebuild the state from the registered windows of a resumed run (oldest first): their
-        registered focal lengths stand in for the raw estimates of the last frames."""
+        registered focal lengths stand in for the frames' estimates (the next window keeps its history)."""
         if not windows:
             return
         frames = np.concatenate([w.frames for w in windows]).astype(np.int64)
         K = np.concatenate([w.frame_intrinsics for w in windows]).astype(np.float64)
         self.aspect = float(K[-1, 1, 1] / K[-1, 0, 0])
-        recent = frames >= frames[-1] - self.history
-        self._t, self._y = frames[recent], np.log(K[recent, 0, 0])
-        self._emitted = dict(zip(frames[recent].tolist(), K[recent, 0, 0].tolist()))
+        self._t, self._y, self._raw = frames, np.log(K[:, 0, 0]), np.zeros(len(frames), bool)
+        self._emitted = dict(zip(frames.tolist(), K[:, 0, 0].tolist()))  # the next window keeps what it needs
 
 
 def zoom_intrinsics(fx: np.ndarray, aspect: float, size: tuple[int, int]) -> np.ndarray:

@@ -21,6 +21,7 @@ from core.run.arrays import AlignedWindow
 from core.run.manifest import RunStatus
 from core.run.rundir import RunDir
 from core.run.settings import EngineSettings
+from core.solve.bundle import scaled_focal
 from core.synthetic import Scene, SceneConfig, SyntheticBackbone, SyntheticNoise, SyntheticSource, render_clip
 from laser_blender.exporters import ExportOptions, export
 from laser_blender.scene import FRAME_START, SceneOptions, import_run
@@ -173,3 +174,28 @@ def test_restored_lens_reuses_the_registered_focal_lengths():
     np.testing.assert_allclose(K1[:6], K0[10:], rtol=1e-6)  # the overlap keeps its registered lens
     np.testing.assert_allclose(K1[6:, 0, 0], running.intrinsics(1, second, np.ones(second.conf.shape, bool))[6:, 0, 0],
                                rtol=0.005)
+
+
+def test_a_solved_lens_resumes_as_it_runs():
+    """The camera solve's focal lengths (``ZoomLens.solved``) replace the frames' network estimates: the next
+    window's shared frames reuse them, and a lens restored from the written windows (a resume) gives the next
+    window exactly the running lens's intrinsics."""
+    scene = Scene(SceneConfig(width=64, height=48, num_frames=40, zoom=1.6, zoom_period=100))
+    backbone = SyntheticBackbone(scene, SyntheticNoise(focal_noise=0.005))
+    preds = [backbone.predict(np.zeros((16, 48, 64, 3), np.uint8), np.arange(s, s + 16)) for s in (0, 10, 20)]
+    everywhere = np.ones(preds[0].conf.shape, bool)
+    running, windows = ZoomLens(), []
+    for index, pred in enumerate(preds[:2]):
+        new = slice(0 if index == 0 else 6, None)
+        K = running.intrinsics(index, pred, everywhere)[new]
+        frame_K = scaled_focal(K, np.linspace(0.99, 1.02, len(K))).astype(np.float32)  # what a solve found
+        running.solved(pred.frames[new], frame_K[:, 0, 0])
+        windows.append(AlignedWindow(index=index, frames=pred.frames[new], poses=pred.poses[new],
+                                     K=np.median(frame_K, axis=0), depth=pred.points[new, ..., 2],
+                                     conf=pred.conf[new], colors=pred.colors[new], mask=everywhere[new],
+                                     frame_K=frame_K))
+    restored = ZoomLens()
+    restored.restore(windows)
+    after = running.intrinsics(2, preds[2], everywhere)
+    np.testing.assert_allclose(after[:6], windows[1].frame_K[4:], rtol=1e-6)  # frames 20-25 as solved
+    np.testing.assert_allclose(restored.intrinsics(2, preds[2], everywhere), after, rtol=1e-9)

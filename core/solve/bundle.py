@@ -13,11 +13,14 @@ pixel centres at +0.5 (``core.geometry.camera.pixel_grid``), ``K`` footage intri
 camera, or (F, 3, 3) one per camera (a zoom), and a radial ``distortion`` (k1, k2) shared by all
 (``core.geometry.distortion``, Blender's polynomial model). They are held, or with ``refine_focal`` every
 camera's focal length is scaled by one shared factor ``exp(phi)`` (a fixed lens whose focal the network got
-wrong; the principal point stays), and with ``refine_distortion`` k1 and k2 are refined.
+wrong; the principal point stays), or with ``refine_frame_focal`` each camera's not given fixed by its own
+``exp(phi_f)`` (a zoom: a smooth curve near the given focal lengths, see ``BundleParams.zoom_*``; the gauge
+camera's too: its pose is held, its focal is not), and with ``refine_distortion`` k1 and k2 are refined.
 A free camera is parameterised by a rotation vector ``w`` (R = R0 @ exp(w)) and its centre C.
 Residuals: reprojection in pixels (pinhole through the distortion), and ``log(z / network depth) /
 depth_sigma`` per observation with a network depth (it holds the scale where parallax is low and keeps
-points near the surfaces).
+points near the surfaces); with ``refine_frame_focal``, ``phi_f / zoom_prior`` per refined focal and the
+second difference of consecutive cameras' log focal lengths over ``zoom_smooth``.
 """
 
 from __future__ import annotations
@@ -51,6 +54,12 @@ class BundleParams:
     depth_sigma: float = 2.0    # relative (log) depth tolerance of the network-depth prior: loose, it only
     #                             holds the scale where parallax is low (network layers are off by tens of %)
     min_views: int = 6          # a point needs this many inlier observations to enter the solve
+    zoom_prior: float = 0.0025  # a zoom's per-frame focal (log) stays about this close to the given one (the
+    #                             network's, smoothed over time: on the synthetic zoom its slow error is about
+    #                             this). Window after window the tracks alone let the focal wander (0.9 % over 90
+    #                             frames with 0.02); they fix its frame-to-frame shape, the network its level
+    zoom_smooth: float = 0.002  # ... and bends by about this much per frame: the second difference of consecutive
+    #                             frames' log focal (a zoom is a smooth curve; frame-to-frame jitter is noise)
 
 
 @dataclass(frozen=True)
@@ -59,7 +68,8 @@ class BundleResult:
     ``rms_px`` over inlier observations, ``per_frame_px`` (F,) (NaN: no inlier); with ``refine_focal`` the
     ``focal_scale`` found (refined focal / given focal, 1 when held) and ``focal_std``, its standard error
     as a fraction (from the solve's covariance scaled by the residual; inf when held); the ``distortion``
-    (k1, k2), refined or as given."""
+    (k1, k2), refined or as given; ``frame_focal_scale`` (F,) each camera's refined / given focal length
+    (1 for cameras given fixed, and for all without ``refine_frame_focal``)."""
 
     world_from_cam: np.ndarray
     points: np.ndarray
@@ -69,6 +79,11 @@ class BundleResult:
     focal_scale: float = 1.0
     focal_std: float = float("inf")
     distortion: tuple[float, float] = (0.0, 0.0)
+    frame_focal_scale: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.frame_focal_scale is None:
+            object.__setattr__(self, "frame_focal_scale", np.ones(len(self.world_from_cam)))
 
 
 def per_camera(K: np.ndarray, cameras: int) -> np.ndarray:
@@ -113,24 +128,31 @@ def project(R: np.ndarray, C: np.ndarray, K: np.ndarray, points: np.ndarray, obs
 
 def adjust(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Observations,
            points: np.ndarray, params: BundleParams = BundleParams(), refine_focal: bool = False,
-           distortion: tuple[float, float] = (0.0, 0.0), refine_distortion: bool = False) -> BundleResult:
-    """Refine the cameras not ``fixed`` ((F,) bool), the points, with ``refine_focal`` the focal length and
-    with ``refine_distortion`` the ``distortion``; see the module docstring.
+           distortion: tuple[float, float] = (0.0, 0.0), refine_distortion: bool = False,
+           refine_frame_focal: bool = False) -> BundleResult:
+    """Refine the cameras not ``fixed`` ((F,) bool), the points, with ``refine_focal`` the focal length (or
+    with ``refine_frame_focal`` each one's not ``fixed``, ``K`` then (F, 3, 3)) and with ``refine_distortion`` the
+    ``distortion``; see the module docstring.
 
     With no fixed camera the first is held (the gauge); the depth prior holds the scale.
     """
+    if refine_frame_focal and (refine_focal or refine_distortion):
+        raise ValueError("a per-frame focal length is refined alone (not with a shared focal or the distortion)")
     fixed = np.asarray(fixed, bool).copy()
+    focal_free = ~fixed if refine_frame_focal else np.zeros(len(fixed), bool)  # the gauge camera's included
     if not fixed.any():
         fixed[0] = True
     inlier = np.isfinite(points[obs.point]).all(1)
     T, K, focal_scale, focal_std = world_from_cam, np.asarray(K, np.float64), 1.0, float("inf")
+    frame_scale = np.ones(len(T))
     distortion = tuple(float(k) for k in distortion)
     for stage in range(2):
         used = _enough_views(obs, inlier, len(points), params.min_views)
         sub = obs.subset(used)
-        T, points_new, scale, focal_std, distortion = _solve(T, fixed, K, sub, points, params, refine_focal,
-                                                             distortion, refine_distortion)
-        K, focal_scale = scaled_focal(K, scale), focal_scale * scale
+        T, points_new, scale, focal_std, distortion, frame = _solve(T, fixed, K, sub, points, params, refine_focal,
+                                                                    distortion, refine_distortion, focal_free)
+        K, focal_scale = scaled_focal(K, scale * frame if refine_frame_focal else scale), focal_scale * scale
+        frame_scale = frame_scale * frame
         points = np.where(np.isin(np.arange(len(points)), sub.point)[:, None], points_new, points)
         uv, z = project(T[:, :3, :3], T[:, :3, 3], K, points, obs, distortion)
         err = np.linalg.norm(uv - obs.xy, axis=1)
@@ -143,11 +165,12 @@ def adjust(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
     with np.errstate(invalid="ignore", divide="ignore"):
         per_frame = np.sqrt(np.bincount(obs.frame, sq, len(T)) / n_frame)
     rms = float(np.sqrt(sq.sum() / max(inlier.sum(), 1))) if inlier.any() else float("nan")
-    return BundleResult(T, points, inlier, rms, per_frame, focal_scale, focal_std * rms, distortion)
+    return BundleResult(T, points, inlier, rms, per_frame, focal_scale, focal_std * rms, distortion, frame_scale)
 
 
 def scaled_focal(K: np.ndarray, scale: float) -> np.ndarray:
-    """``K`` ((3, 3) or (F, 3, 3)) with fx and fy multiplied by ``scale``, the principal point kept."""
+    """``K`` ((3, 3) or (F, 3, 3)) with fx and fy multiplied by ``scale`` (a float, or (F,) one per camera), the
+    principal point kept."""
     out = np.array(K, np.float64)
     out[..., 0, 0] *= scale
     out[..., 1, 1] *= scale
@@ -161,23 +184,31 @@ def _enough_views(obs: Observations, inlier: np.ndarray, num_points: int, min_vi
 
 def _solve(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Observations,
            points: np.ndarray, params: BundleParams, refine_focal: bool = False,
-           distortion: tuple[float, float] = (0.0, 0.0), refine_distortion: bool = False, iterations: int = 100,
-           tolerance: float = 1e-5) -> tuple[np.ndarray, np.ndarray, float, float, tuple[float, float]]:
+           distortion: tuple[float, float] = (0.0, 0.0), refine_distortion: bool = False,
+           focal_free: np.ndarray | None = None, iterations: int = 100,
+           tolerance: float = 1e-5) -> tuple[np.ndarray, np.ndarray, float, float, tuple[float, float], np.ndarray]:
     """Levenberg-Marquardt on cameras and points with the points eliminated (Schur complement), Huber by IRLS.
 
     Returns the refined (F, 4, 4) poses and (P, 3) points (points without observations unchanged), the focal
     scale (1 unless ``refine_focal``), the standard deviation of its log per pixel of residual noise (inf
-    when held) and the distortion (refined with ``refine_distortion``); stops after ``iterations`` steps, or
+    when held), the distortion (refined with ``refine_distortion``) and the (F,) per-camera focal scales (1
+    but where ``focal_free`` (F,) bool); stops after ``iterations`` steps, or
     at a step that lowers the cost by less than the fraction ``tolerance``.
     The observations lie on a dense (F, P') grid of cameras by observed points (at most one observation per
     camera and point; an empty cell weighs nothing), so per-point and per-camera sums are axis sums and the
     camera-point blocks W of the Hessian come out dense. Each point's damped 3x3 block is factored in closed
     form (L, ``_cholesky3``); with ``Z = W L^-T`` the reduced camera system is ``Hcc - Z Z^T`` and the point
-    step takes triangular solves only. Camera unknowns are ordered parameter-major: (6, F'), then the lens's
-    refined ones (of the log focal scale ``phi``, k1, k2: one more row and column of the reduced system each).
+    step takes triangular solves only. Camera unknowns are ordered parameter-major: (6, F'), then the log
+    focal scales ``phi_f`` of the ``focal_free`` cameras (their own priors couple neighbours: dense terms),
+    then the lens's refined ones (of the shared log focal scale ``phi``, k1, k2: one more row and column of
+    the reduced system each).
     """
     free = np.flatnonzero(~fixed)
     n_cam = len(free)
+    focal_free = np.zeros(len(fixed), bool) if focal_free is None else focal_free
+    ffree, refine_frame_focal = np.flatnonzero(focal_free), bool(focal_free.any())
+    n_phi, n_pose = len(ffree), 6 * n_cam
+    both = np.flatnonzero(focal_free[free])  # slots in ``free`` of cameras whose focal is free too
     point_ids, point_slot = np.unique(obs.point, return_inverse=True)
     R, C, P = world_from_cam[:, :3, :3].copy(), world_from_cam[:, :3, 3].copy(), points[point_ids]
     grid = (len(fixed), len(point_ids))
@@ -193,27 +224,38 @@ def _solve(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
     focal, centre = np.stack([fx, fy]), Ks[:, :2, 2].T[:, :, None]  # (2, F, 1)
 
     lens_free = np.flatnonzero([refine_focal, refine_distortion, refine_distortion])  # of (phi, k1, k2)
+    # per-frame focal priors (a zoom): phi_f / zoom_prior where refined, second differences of log focal
+    diff2 = np.diff(np.eye(len(fixed)), 2, axis=0) / params.zoom_smooth  # (F - 2, F)
+    log_fx = np.log(fx[:, 0])
 
-    def evaluate(R, C, P, lens):
+    def prior(phi):
+        """Residuals of the per-frame focal priors: (F',) on each free camera's phi, (F - 2,) smoothness."""
+        if not refine_frame_focal:
+            return np.zeros(0), np.zeros(0)
+        return phi[ffree] / params.zoom_prior, diff2 @ (log_fx + phi)
+
+    def evaluate(R, C, P, lens, phi):
         """Camera-space points (3, F, P'), clamped z (F, P'), residuals (3, F, P') (pixels; weighted log
-        depth; zero in empty cells), pixel errors (F, P') and the robust cost; ``lens`` (phi, k1, k2)."""
+        depth; zero in empty cells), pixel errors (F, P') and the robust cost; ``lens`` (phi, k1, k2),
+        ``phi`` (F,) each camera's log focal scale."""
         Rt = R.transpose(2, 0, 1)  # Rt[c, f] = column c of camera f's R
         pc = (Rt.reshape(-1, 3) @ P.T).reshape(3, *grid) - np.einsum("cfj,fj->cf", Rt, C)[:, :, None]
         z = np.maximum(pc[2], 1e-6)
         r = np.empty((3,) + grid)
-        r[:2] = (np.stack(distort(pc[0] / z, pc[1] / z, lens[1:])) * focal * np.exp(lens[0]) + centre - xy) * seen
+        gain = np.exp(lens[0] + phi)[:, None]
+        r[:2] = (np.stack(distort(pc[0] / z, pc[1] / z, lens[1:])) * focal * gain + centre - xy) * seen
         r[2] = (np.log(z) - log_depth) * depth_weight
         e = np.hypot(r[0], r[1])
         cost = np.where(e < k, e ** 2, 2 * k * e - k * k).sum() + (r[2] ** 2).sum()
-        return pc, z, r, e, cost
+        return pc, z, r, e, cost + sum((p ** 2).sum() for p in prior(phi))
 
-    def normal_equations(R, lens, pc, z, r, e):
+    def normal_equations(R, lens, phi, pc, z, r, e):
         """Huber-weighted Gauss-Newton blocks: per point Hpp (3, 3, P') and gp (3, P'); the reduced unknowns'
         (free cameras, then the lens's) H (n, n) (block diagonal in the cameras) and g (n,); their blocks with
         the points W (n, 3, P')."""
         s = np.sqrt(np.where(e < k, 1.0, k / np.maximum(e, 1e-12))) * seen
         iz = 1.0 / z
-        fxs, fys = fx * np.exp(lens[0]) * s, fy * np.exp(lens[0]) * s
+        fxs, fys = fx * np.exp(lens[0] + phi)[:, None] * s, fy * np.exp(lens[0] + phi)[:, None] * s
         xn, yn = pc[0] * iz, pc[1] * iz
         r2 = xn * xn + yn * yn
         gain, slope = 1 + lens[1] * r2 + lens[2] * r2 * r2, 2 * (lens[1] + 2 * lens[2] * r2)
@@ -237,9 +279,23 @@ def _solve(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
                                  np.concatenate([-Mx_sum.transpose(1, 0, 2), N_free.sum(-1)], 1)])  # (6, 6, F')
         H = np.zeros((6, n_cam, 6, n_cam))
         H[:, np.arange(n_cam), :, np.arange(n_cam)] = blocks.transpose(2, 0, 1)
-        H = H.reshape(6 * n_cam, 6 * n_cam)
+        H = H.reshape(n_pose, n_pose)
         gc = np.concatenate([_gram(Jr, rw[:, None, free])[:, 0].sum(-1), -gp_free.sum(-1)]).ravel()
-        W = np.concatenate([Mx, -N_free]).transpose(0, 2, 1, 3).reshape(6 * n_cam, 3, grid[1])
+        W = np.concatenate([Mx, -N_free]).transpose(0, 2, 1, 3).reshape(n_pose, 3, grid[1])
+        if refine_frame_focal:  # d (weighted pixel residual) / d phi_f (2, F'', P'), each on its own camera
+            Jf = np.stack([fxs * xn * gain, fys * yn * gain])[:, ffree]
+            Wf = (Jf[:, None] * Jp[:2, :, ffree]).sum(0)  # (3, F'', P')
+            at = np.searchsorted(ffree, free[both])  # those cameras' slots in ``ffree``
+            cross = np.concatenate([(Jf[:, None, at] * Jr[:2, :, both]).sum(0).sum(-1), -Wf[:, at].sum(-1)])
+            Hpf = np.zeros((6, n_cam, n_phi))
+            Hpf[:, both, at] = cross  # (6 pose parameters, F' cameras, F'' focal lengths): each camera's own
+            r_prior, r_smooth = prior(phi)
+            J_smooth = diff2[:, ffree]
+            Hff = np.diag((Jf * Jf).sum((0, 2)) + 1 / params.zoom_prior ** 2) + J_smooth.T @ J_smooth
+            H = np.block([[H, Hpf.reshape(n_pose, n_phi)], [Hpf.reshape(n_pose, n_phi).T, Hff]])
+            gc = np.concatenate([gc, (Jf * rw[:2, ffree]).sum((0, 2)) + r_prior / params.zoom_prior
+                                 + J_smooth.T @ r_smooth])
+            W = np.concatenate([W, Wf.transpose(1, 0, 2)])
         if len(lens_free):  # d (weighted pixel residual) / d (phi, k1, k2), each (2, F, P')
             Jl = np.stack([np.stack([fxs * xn * gain, fys * yn * gain]), np.stack([fxs * xn * r2, fys * yn * r2]),
                            np.stack([fxs * xn * r2 * r2, fys * yn * r2 * r2])])[lens_free]
@@ -261,23 +317,24 @@ def _solve(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
         S[np.diag_indices(len(S))] += lam * (np.diag(H) + 1e-9)
         return L, np.stack(_forward(L, *gp)), Z, S
 
-    lens = np.array([0.0, *distortion])
-    state = evaluate(R, C, P, lens)
+    lens, phi = np.array([0.0, *distortion]), np.zeros(len(fixed))
+    state = evaluate(R, C, P, lens, phi)
     cost = state[-1]
     lam = 1e-4
     for _ in range(iterations):
-        system = normal_equations(R, lens, *state[:-1])
+        system = normal_equations(R, lens, phi, *state[:-1])
         while True:
             L, v, Z, S = reduced(system, lam)
             dc = np.linalg.solve(S, Z @ v.ravel() - system[3]) if len(S) else np.zeros(0)
             dp = -np.stack(_backward(L, *(v + (Z.T @ dc).reshape(3, -1))))
-            dc6 = dc[:6 * n_cam].reshape(6, n_cam).T
-            R_new, C_new = R.copy(), C.copy()
-            R_new[free] = R[free] @ rotvec_to_rotation(dc6[:, :3])
-            C_new[free] = C[free] + dc6[:, 3:]
+            d_cam = dc[:n_pose].reshape(6, n_cam).T
+            R_new, C_new, phi_new = R.copy(), C.copy(), phi.copy()
+            R_new[free] = R[free] @ rotvec_to_rotation(d_cam[:, :3])
+            C_new[free] = C[free] + d_cam[:, 3:]
+            phi_new[ffree] += dc[n_pose:n_pose + n_phi]
             P_new, lens_new = P + dp.T, lens.copy()
-            lens_new[lens_free] += dc[6 * n_cam:]
-            trial = evaluate(R_new, C_new, P_new, lens_new)
+            lens_new[lens_free] += dc[n_pose + n_phi:]
+            trial = evaluate(R_new, C_new, P_new, lens_new, phi_new)
             if trial[-1] < cost:
                 lam = max(lam / 3, 1e-8)
                 break
@@ -287,21 +344,21 @@ def _solve(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
         if trial[-1] >= cost:
             break
         improvement = (cost - trial[-1]) / cost
-        R, C, P, lens = R_new, C_new, P_new, lens_new
+        R, C, P, lens, phi = R_new, C_new, P_new, lens_new, phi_new
         state, cost = trial, trial[-1]
         if improvement < tolerance:
             break
     phi_std = float("inf")
     if refine_focal:  # the reduced system at the solution is the inverse covariance of cameras and lens
-        S = reduced(normal_equations(R, lens, *state[:-1]), 0.0)[3]
+        S = reduced(normal_equations(R, lens, phi, *state[:-1]), 0.0)[3]
         unit = np.zeros(len(S))
-        unit[6 * n_cam] = 1.0
-        phi_std = float(np.sqrt(max(np.linalg.solve(S, unit)[6 * n_cam], 0.0)))
+        unit[n_pose] = 1.0
+        phi_std = float(np.sqrt(max(np.linalg.solve(S, unit)[n_pose], 0.0)))
     T = world_from_cam.copy()
     T[:, :3, :3], T[:, :3, 3] = R, C
     out = points.copy()
     out[point_ids] = P
-    return T, out, float(np.exp(lens[0])), phi_std, (float(lens[1]), float(lens[2]))
+    return T, out, float(np.exp(lens[0])), phi_std, (float(lens[1]), float(lens[2])), np.exp(phi)
 
 def _gram(A: np.ndarray, B: np.ndarray, symmetric: bool = False) -> np.ndarray:
     """(a, b, ...) products ``A[:, :, n].T @ B[:, :, n]`` of (3, a, ...) and (3, b, ...) stacks, element-wise

@@ -18,6 +18,11 @@ notice says so. With ``--refine-distortion`` the same pass solves the radial dis
 and every window's tracks are then solved through it (solve.json's ``distortion``); the dense depth
 and points stay the network's pinhole geometry.
 
+A zoom (``--zoom``: the windows carry per-frame ``frame_K``) needs no lens pass: each window's new
+frames get their own focal length refined with their cameras, near the network's smoothed one and
+along a smooth curve (``BundleParams.zoom_prior``, ``zoom_smooth``); the overlap frames, already
+emitted, keep theirs.
+
 Then the dense depth follows the solve: each new frame's depth map is rescaled by the median ratio
 of its solved track depths to the network's depth under them, so the point cloud written for a frame
 agrees with its refined camera.
@@ -155,7 +160,8 @@ class CameraSolve:
             result: the window as registered (``result.window`` holds its new frames only).
             previous: the previous window's tail (the frames this window shares with it, already emitted),
                 None for the first window.
-            K: (3, 3) intrinsics at prediction resolution (with a zoom, the frames' ``frame_K`` instead).
+            K: (3, 3) intrinsics at prediction resolution (with a zoom, the frames' ``frame_K`` instead,
+                refined and returned in the window's ``frame_K`` and the reference's).
             tracks: the window's tracks, over all its frames.
         """
         win = result.window
@@ -166,7 +172,8 @@ class CameraSolve:
                                 win.poses]).astype(np.float64)
         depth = win.depth if previous is None else np.concatenate([previous.depth, win.depth])
         mask = win.mask if previous is None else np.concatenate([previous.mask, win.mask])
-        if win.frame_K is not None:  # a zoom: each frame's own intrinsics, held as registered
+        zoom = win.frame_K is not None  # each frame's own intrinsics, the new frames' refined
+        if zoom:
             K = win.frame_K if previous is None else np.concatenate([previous.frame_K, win.frame_K])
         Kf = self._to_footage @ K.astype(np.float64)
         obs, rgb, tracked = self._observations(frames, poses, depth, mask, Kf, [tracks])
@@ -182,7 +189,7 @@ class CameraSolve:
                                  f"{self.params.min_points} needed; damaged, blurred or mostly moving footage?)")
         lens = self._lens_distortion
         ba = adjust(poses, np.arange(len(frames)) < n_fixed, Kf, obs, initial_points(poses, Kf, obs, tracked, lens),
-                    self.params.bundle, distortion=lens)
+                    self.params.bundle, distortion=lens, refine_frame_focal=zoom)
         solved = int(np.isfinite(ba.points).all(1).sum())
         typical = float(np.nanmedian(obs.depth)) if np.isfinite(obs.depth).any() else np.inf
         shift = float(np.linalg.norm(ba.world_from_cam[n_fixed:, :3, 3] - poses[n_fixed:, :3, 3], axis=1).max(
@@ -197,6 +204,7 @@ class CameraSolve:
 
         # dense depth follows the solve: per new frame, the median ratio of solved to network track depth
         R, C = ba.world_from_cam[:, :3, :3], ba.world_from_cam[:, :3, 3]
+        Kf = scaled_focal(Kf, ba.frame_focal_scale) if zoom else Kf
         uv, z = project(R, C, Kf, np.nan_to_num(ba.points), obs, lens)
         use = ba.inlier & np.isfinite(obs.depth) & (obs.frame >= n_fixed)
         ratio = _frame_medians(np.log(z[use] / obs.depth[use]), obs.frame[use] - n_fixed, len(win),
@@ -204,7 +212,10 @@ class CameraSolve:
         factor = np.exp(np.nan_to_num(ratio)).astype(np.float32)
         new_poses = ba.world_from_cam[n_fixed:]
         refined = replace(win, poses=new_poses.astype(np.float32), depth=win.depth * factor[:, None, None])
-        reference = _updated_reference(result.reference, win.frames, new_poses, factor)
+        if zoom:
+            frame_K = scaled_focal(win.frame_K, ba.frame_focal_scale[n_fixed:]).astype(np.float32)
+            refined = replace(refined, frame_K=frame_K, K=np.median(frame_K, axis=0))
+        reference = _updated_reference(result.reference, win.frames, new_poses, factor, refined.frame_K)
 
         bundles = self._bundles(obs, ba.inlier, n_fixed, frames, ba.points, rgb,
                                 np.linalg.norm(uv - obs.xy, axis=1), tracks.count)
@@ -312,12 +323,18 @@ class CameraSolve:
                        err[keep].astype(np.float32), tracks=count)
 
 
-def _updated_reference(reference: Reference, frames: np.ndarray, poses: np.ndarray, factor: np.ndarray) -> Reference:
-    """``reference`` with the refined ``poses`` (N, 4, 4) and depth ``factor`` (N,) of the window's new ``frames``."""
+def _updated_reference(reference: Reference, frames: np.ndarray, poses: np.ndarray, factor: np.ndarray,
+                       frame_K: np.ndarray | None) -> Reference:
+    """``reference`` with the refined ``poses`` (N, 4, 4), depth ``factor`` (N,) and, with a zoom, intrinsics
+    ``frame_K`` (N, 3, 3) of the window's new ``frames``."""
     at = np.searchsorted(frames, reference.frames)
     ours = (at < len(frames)) & (frames[np.minimum(at, len(frames) - 1)] == reference.frames)
     new_poses = reference.poses.copy()
     new_poses[ours] = poses[at[ours]].astype(np.float32)  # as stored, so a resumed run continues exactly
     scale = np.where(ours, factor[np.minimum(at, len(frames) - 1)], np.float32(1))[:, None, None]
+    if frame_K is not None:
+        new_K = reference.frame_K.copy()
+        new_K[ours] = frame_K[at[ours]]
+        reference = replace(reference, frame_K=new_K)
     return replace(reference, poses=new_poses, depth=reference.depth * scale,
                    sim3_depth=reference.sim3_depth * scale)
