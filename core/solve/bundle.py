@@ -76,14 +76,10 @@ class BundleResult:
     inlier: np.ndarray
     rms_px: float
     per_frame_px: np.ndarray
-    focal_scale: float = 1.0
-    focal_std: float = float("inf")
-    distortion: tuple[float, float] = (0.0, 0.0)
-    frame_focal_scale: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        if self.frame_focal_scale is None:
-            object.__setattr__(self, "frame_focal_scale", np.ones(len(self.world_from_cam)))
+    focal_scale: float
+    focal_std: float
+    distortion: tuple[float, float]
+    frame_focal_scale: np.ndarray
 
 
 def per_camera(K: np.ndarray, cameras: int) -> np.ndarray:
@@ -165,7 +161,8 @@ def adjust(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
     with np.errstate(invalid="ignore", divide="ignore"):
         per_frame = np.sqrt(np.bincount(obs.frame, sq, len(T)) / n_frame)
     rms = float(np.sqrt(sq.sum() / max(inlier.sum(), 1))) if inlier.any() else float("nan")
-    return BundleResult(T, points, inlier, rms, per_frame, focal_scale, focal_std * rms, distortion, frame_scale)
+    return BundleResult(T, points, inlier, rms, per_frame, focal_scale=focal_scale, focal_std=focal_std * rms,
+                        distortion=distortion, frame_focal_scale=frame_scale)
 
 
 def scaled_focal(K: np.ndarray, scale: float) -> np.ndarray:
