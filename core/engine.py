@@ -167,7 +167,7 @@ def _register_stream(next_item: Callable[[], Any], writer: RunWriter, settings: 
             result = solved.result
             if state.zoom is not None:  # the solved focal lengths carry over to the next window
                 state.zoom.solved(result.window.frames, result.window.frame_K[:, 0, 0])
-            writer.write_solve(index, solved.bundles, state.solve.report(state.K))
+            writer.write_solve(index, solved.bundles, state.solve.report(None if state.zoom else state.K))
         path = writer.write_aligned(result.window)
         state.reference = result.reference
         if state.refiner is not None:

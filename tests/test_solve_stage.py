@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pycolmap
 import pytest
 
 from core import events
@@ -23,6 +24,7 @@ from core.run.rundir import RunDir
 from core.run.settings import EngineSettings
 from core.synthetic import Scene, SceneConfig, SyntheticBackbone, SyntheticNoise, SyntheticSource, render_clip
 from core.synthetic.solve_truth import static_truth
+from laser_blender.exporters import ExportOptions, export
 
 SIZE, FRAMES, PREDICTION = (480, 270), 40, (192, 108)
 SETTINGS = dict(window=16, overlap=6)
@@ -147,8 +149,9 @@ def test_align_refuses_footage_that_does_not_match_the_predictions(scene, runs, 
 def test_a_zooms_focal_lengths_are_solved_frame_by_frame(tmp_path):
     """With --zoom the solve refines each new frame's focal length with its camera (the frames already
     emitted keep theirs): the lens is nearer the truth on every frame than the network's smoothed focal
-    (0.5 % per-frame noise), and the cameras hold static points far better. A run cancelled after two
-    windows and resumed equals an uninterrupted one, lens included."""
+    (0.5 % per-frame noise), and the cameras hold static points far better. solve.json and the summary say
+    so (no single focal), and the COLMAP export carries each frame's refined focal. A run cancelled after
+    two windows and resumed equals an uninterrupted one, lens included."""
     zoom = Scene(SceneConfig(width=SIZE[0], height=SIZE[1], num_frames=FRAMES, texture=True, zoom=1.5,
                              zoom_period=60))
     truth = static_truth(zoom, np.arange(FRAMES))
@@ -171,7 +174,14 @@ def test_a_zooms_focal_lengths_are_solved_frame_by_frame(tmp_path):
         poses, lens = cameras(str(refine))
         figures[refine] = triangulated_reprojection_rms(poses, lens, truth.uv, truth.seen)
         focal_err[refine] = np.abs(lens[:, 0, 0] / true_focal - 1).max()
-    assert RunDir(tmp_path / "True").read_solve().points > 100
+    report = RunDir(tmp_path / "True").read_solve()
+    assert report.points > 100 and report.focal is None and report.focal_refined
+    assert report.summary().endswith("; focal length per frame, refined)")
+    export(tmp_path / "True", tmp_path / "sparse", "colmap", ExportOptions(max_points=200))
+    rec = pycolmap.Reconstruction(tmp_path / "sparse")
+    images = sorted(rec.images.values(), key=lambda im: im.image_id)  # in frame order
+    exported = np.array([rec.cameras[im.camera_id].calibration_matrix()[0, 0] for im in images])
+    np.testing.assert_allclose(exported, cameras("True")[1][:, 0, 0], rtol=1e-5)
     assert focal_err[True] < 0.004 and focal_err[True] < 0.5 * focal_err[False], focal_err  # 0.24 vs 0.90 %
     assert figures[True] < 0.5 * figures[False], figures  # 0.25 vs 0.71 px
 

@@ -29,7 +29,7 @@ class SolveReport(BaseModel):
     tracks: int = 0
     points: int = 0
     inliers: int = 0
-    focal: float | None = None  # footage pixels
+    focal: float | None = None  # footage pixels (None for a zoom: each frame's is in the aligned windows' frame_K)
     focal_refined: bool = False  # the focal was refined by the solve (else the network's or the given one)
     distortion: tuple[float, float] | None = None  # k1, k2 (Blender's polynomial model)
 
@@ -39,10 +39,11 @@ class SolveReport(BaseModel):
 
     def summary(self) -> str:
         """The line the CLI prints: 'Solve error: 0.23 px (1,234 points, 5,678 inlier observations)', and
-        '; focal length 1052.3 px, refined' when the solve refined it."""
+        '; focal length 1052.3 px, refined' when the solve refined it ('; focal length per frame, refined': a zoom)."""
         if self.rms_px is None:
             return f"{self.error_text()} (no window could be solved; the cameras are the network's)"
-        lens = f"; focal length {self.focal:.1f} px, refined" if self.focal_refined and self.focal else ""
+        focal = "per frame" if self.focal is None else f"{self.focal:.1f} px"
+        lens = f"; focal length {focal}, refined" if self.focal_refined else ""
         return f"{self.error_text()} ({self.points:,} points, {self.inliers:,} inlier observations{lens})"
 
 

@@ -143,9 +143,11 @@ class CameraSolve:
         self.focal_refined = bool(report and report.focal_refined)
         self.distortion = report.distortion if report is not None else None
 
-    def report(self, K: np.ndarray) -> SolveReport:
-        """solve.json's figures so far; ``K`` (3, 3) the run's intrinsics at prediction resolution."""
-        return self.tally.report(focal=float((self._to_footage @ K)[0, 0]), focal_refined=self.focal_refined,
+    def report(self, K: np.ndarray | None) -> SolveReport:
+        """solve.json's figures so far; ``K`` (3, 3) the run's intrinsics at prediction resolution (None: a
+        zoom, each frame its own)."""
+        focal = None if K is None else float((self._to_footage @ K)[0, 0])
+        return self.tally.report(focal=focal, focal_refined=self.focal_refined,
                                  distortion=self.distortion)
 
     @property
@@ -215,6 +217,7 @@ class CameraSolve:
         if zoom:
             frame_K = scaled_focal(win.frame_K, ba.frame_focal_scale[n_fixed:]).astype(np.float32)
             refined = replace(refined, frame_K=frame_K, K=np.median(frame_K, axis=0))
+            self.focal_refined = True
         reference = _updated_reference(result.reference, win.frames, new_poses, factor, refined.frame_K)
 
         bundles = self._bundles(obs, ba.inlier, n_fixed, frames, ba.points, rgb,
