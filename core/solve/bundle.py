@@ -147,7 +147,7 @@ def adjust(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
         sub = obs.subset(used)
         T, points_new, scale, focal_std, distortion, frame = _solve(T, fixed, K, sub, points, params, refine_focal,
                                                                     distortion, refine_distortion, focal_free)
-        K, focal_scale = scaled_focal(K, scale * frame if refine_frame_focal else scale), focal_scale * scale
+        K, focal_scale = scaled_focal(K, scale * frame), focal_scale * scale
         frame_scale = frame_scale * frame
         points = np.where(np.isin(np.arange(len(points)), sub.point)[:, None], points_new, points)
         uv, z = project(T[:, :3, :3], T[:, :3, 3], K, points, obs, distortion)
@@ -166,9 +166,10 @@ def adjust(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
 
 
 def scaled_focal(K: np.ndarray, scale: float) -> np.ndarray:
-    """``K`` ((3, 3) or (F, 3, 3)) with fx and fy multiplied by ``scale`` (a float, or (F,) one per camera), the
-    principal point kept."""
-    out = np.array(K, np.float64)
+    """``K`` ((3, 3) or (F, 3, 3)) with fx and fy multiplied by ``scale`` (a float, or (F,) one per camera: then
+    (F, 3, 3)), the principal point kept."""
+    K = np.asarray(K, np.float64)
+    out = np.array(np.broadcast_to(K, np.broadcast_shapes(K.shape[:-2], np.shape(scale)) + (3, 3)))
     out[..., 0, 0] *= scale
     out[..., 1, 1] *= scale
     return out

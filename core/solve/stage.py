@@ -206,8 +206,7 @@ class CameraSolve:
 
         # dense depth follows the solve: per new frame, the median ratio of solved to network track depth
         R, C = ba.world_from_cam[:, :3, :3], ba.world_from_cam[:, :3, 3]
-        Kf = scaled_focal(Kf, ba.frame_focal_scale) if zoom else Kf
-        uv, z = project(R, C, Kf, np.nan_to_num(ba.points), obs, lens)
+        uv, z = project(R, C, scaled_focal(Kf, ba.frame_focal_scale), np.nan_to_num(ba.points), obs, lens)
         use = ba.inlier & np.isfinite(obs.depth) & (obs.frame >= n_fixed)
         ratio = _frame_medians(np.log(z[use] / obs.depth[use]), obs.frame[use] - n_fixed, len(win),
                                self.params.min_depth_obs)
