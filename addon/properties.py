@@ -83,7 +83,7 @@ class LaserSettings(bpy.types.PropertyGroup):
     lsa_temporal_weight: field_property(LayerAlignParams, "temporal_weight", name="Temporal Smoothing",
                                         soft_max=10.0)
     zoom: field_property(Job, "zoom", name="Zoom Lens")
-    refine: field_property(Job, "refine", name="Camera Solve")
+    refine: field_property(Job, "refine", name="Camera Solve", default=True)  # on: the engine's rule (unset)
     refine_distortion: field_property(Job, "refine_distortion", name="Solve Lens Distortion")
     use_focal: BoolProperty(name="Known Focal Length", default=False,
                             description="Use a known lens instead of estimating it")
@@ -133,7 +133,7 @@ def make_job(settings: LaserSettings, footage: str, run_dir: Path, device: str, 
         window=settings.window, overlap=settings.overlap, stride=settings.stride,
         layer_align=settings.layer_align,
         layer={name: _single(getattr(settings, f"lsa_{name}")) for name in LAYER_PROPERTIES},
-        zoom=settings.zoom, refine=settings.refine,
+        zoom=settings.zoom, refine=None if settings.refine else False,
         refine_distortion=settings.refine and settings.refine_distortion and not settings.zoom,
         focal_mm=_single(settings.focal_mm) if settings.use_focal and not settings.zoom else None,
         sensor_width_mm=_single(settings.sensor_width) if settings.use_focal and not settings.zoom else None,

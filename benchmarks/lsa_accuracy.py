@@ -139,7 +139,7 @@ def change(before: float, after: float) -> float:
 def run_study(scenes: list[str], seeds: list[int], windows: int, size: tuple[int, int], window: int,
               overlap: int, workdir: Path, scenarios: list[str], layer: dict | None = None) -> dict:
     frames = window + (windows - 1) * (window - overlap)
-    engine = EngineSettings(window=window, overlap=overlap, layer=layer or {})
+    engine = EngineSettings(window=window, overlap=overlap, refine=False, layer=layer or {})
     results: dict = {"setup": {"layer": engine.layer.model_dump(), "scenes": scenes, "seeds": seeds,
                                "windows": windows, "frames": frames, "size": list(size), "window": window,
                                "overlap": overlap}, "scenes": {}}

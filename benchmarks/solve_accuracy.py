@@ -2,7 +2,7 @@
 
 The synthetic shot (textured surfaces, the moving object in view, footage filtered 2x like a real
 camera's) streams through the synthetic backbone (default network noise) twice per seed: with
-the solve (``--refine``) and without it (the default). Per run, from ground truth:
+the solve (``refine=True``) and without it (``refine=False``, ``--no-refine``). Per run, from ground truth:
 
 * ``gt_px``: static scene points' exact pixels in every frame, triangulated with the run's cameras
   and reprojected with them (RMS, footage pixels): what a matchmover sees as a CG object sliding;

@@ -26,7 +26,7 @@ from core.run.arrays import WindowPrediction
 from core.run.files import RunDirError, RunDirRefused
 from core.run.manifest import InputGeometry, PredictionsMeta, RunManifest, RunStatus, SourceInfo, resume_differences
 from core.run.rundir import PredictionsDir, RunDir, RunWriter, load_aligned, load_prediction
-from core.run.settings import EngineSettings
+from core.run.settings import SOLVE_MIN_WIDTH, EngineSettings
 from core.solve.stage import CameraSolve
 from core.solve.tracks import WindowTracker, WindowTracks
 
@@ -95,9 +95,20 @@ def depth_refiner(settings: EngineSettings) -> DepthRefiner | None:
     return LayerAligner(settings.layer)
 
 
-def camera_solve(settings: EngineSettings, geometry: InputGeometry) -> CameraSolve:
-    """The camera solve stage for ``settings`` (``--refine``); it refines the focal length unless it was given
-    or the lens zooms, and the distortion with ``--refine-distortion``."""
+def camera_solve(settings: EngineSettings, geometry: InputGeometry, footage: bool = True) -> CameraSolve | None:
+    """The camera solve stage for ``settings`` on ``geometry``'s footage, or None.
+
+    ``refine`` on: solved (given ``footage`` to track); off: not; unset: solved when the footage is at least
+    ``SOLVE_MIN_WIDTH`` wide (or the distortion is asked for), else the log says why not. The stage
+    refines the focal length unless it was given or the lens zooms, and the distortion with ``refine_distortion``.
+    """
+    if settings.refine is False or not footage:
+        return None
+    width, height = geometry.footage
+    if settings.refine is None and not settings.refine_distortion and width < SOLVE_MIN_WIDTH:
+        log.info("camera solve skipped: the footage (%dx%d) is under %d px wide, too small for its tracks to beat "
+                 "the network's cameras (--refine solves it anyway)", width, height, SOLVE_MIN_WIDTH)
+        return None
     return CameraSolve(geometry, refine_focal=settings.focal_px is None and not settings.zoom,
                        refine_distortion=settings.refine_distortion)
 
@@ -441,7 +452,7 @@ def reconstruct(source: FrameSourceLike, backbone: Backbone, run_dir: Path, sett
     if backbone.licence:
         emit(events.Notice(backbone.licence))
 
-    solve = camera_solve(settings, geometry) if settings.refine else None
+    solve = camera_solve(settings, geometry)
     state, first_window = _State(depth_refiner(settings), solve, zoom_lens(settings)), 0
     if resume:
         first_window = _resume_state(run, state, settings.overlap)
@@ -595,9 +606,9 @@ def align(pred_dir: Path, run_dir: Path, settings: EngineSettings, *, footage: F
     emit = on_event or (lambda e: None)
     emit(events.Started(total_frames=None, fps=meta.fps, width=geometry.footage[0], height=geometry.footage[1],
                         pred_width=meta.width, pred_height=meta.height, windows_done=0, frames_done=0))
-    if footage is None and settings.refine:
+    if footage is None and (settings.refine or settings.refine_distortion):
         emit(events.Notice("camera solve skipped: align was given no footage to track (--footage PATH)"))
-    solve = camera_solve(settings, geometry) if settings.refine and footage is not None else None
+    solve = camera_solve(settings, geometry, footage=footage is not None)
     state = _State(depth_refiner(settings), solve, zoom_lens(settings))
     windows = _checked_predictions(predictions, meta)
     if solve is not None:

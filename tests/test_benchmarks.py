@@ -88,3 +88,13 @@ def test_solve_benchmark(tmp_path):
     result = json.loads(out.read_text())
     assert result["size"] == [320, 180] and result["points"] > 100 and 0 < result["rms_px"] < 1
     assert all(v > 0 for v in result["per_frame_median_ms"].values())
+
+
+def test_footage_size_benchmark(tmp_path):
+    out = tmp_path / "size.json"
+    _bench("solve_footage_size.py", "--sizes", "128x96", "--frames", 24, "--prediction", "64x48", "--json", out)
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["size"] == [128, 96]
+    for run in (row["registered"], row["solved"]):
+        assert 0 <= run["ground_off"] < 10 and 0 <= run["heading_deg"] < 45 and 0 < run["ate_over_length"] < 1
+    assert row["solved"] != row["registered"]  # the solve moved the cameras

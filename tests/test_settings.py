@@ -187,12 +187,14 @@ def test_addon_properties_take_defaults_limits_and_descriptions_from_the_fields(
         properties.make_job(settings, "/shot.mp4", Path("/runs/shot"), "cpu", False)
     assert properties.job_error(info.value) == '"Overlap" (10) must be smaller than "Window" (5)'
     settings.window = 30
-    assert not job.refine and rna["refine"].name == "Camera Solve"
+    # the Camera Solve toggle is on: the engine's rule (solved from 512 px wide footage); off: never solved
+    assert settings.refine and job.refine is None and rna["refine"].name == "Camera Solve"
     settings.refine_distortion = True  # only with the camera solve, and a fixed lens
-    assert not properties.make_job(settings, "/shot.mp4", Path("/runs/shot"), "cpu", False).refine_distortion
-    settings.refine = True
     job = properties.make_job(settings, "/shot.mp4", Path("/runs/shot"), "cpu", False)
-    assert job.refine and job.refine_distortion
-    settings.zoom = True
+    assert job.refine is None and job.refine_distortion
+    settings.refine = False
     job = properties.make_job(settings, "/shot.mp4", Path("/runs/shot"), "cpu", False)
-    assert job.refine and job.zoom and not job.refine_distortion
+    assert job.refine is False and not job.refine_distortion
+    settings.refine, settings.zoom = True, True
+    job = properties.make_job(settings, "/shot.mp4", Path("/runs/shot"), "cpu", False)
+    assert job.refine is None and job.zoom and not job.refine_distortion

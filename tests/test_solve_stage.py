@@ -20,6 +20,7 @@ from core import events
 from core.engine import align, camera_solve, reconstruct
 from core.metrics import ate, triangulated_reprojection_rms
 from core.run.files import RunDirError
+from core.run.manifest import InputGeometry
 from core.run.rundir import RunDir
 from core.run.settings import EngineSettings
 from core.synthetic import Scene, SceneConfig, SyntheticBackbone, SyntheticNoise, SyntheticSource, render_clip
@@ -236,28 +237,40 @@ def test_the_lens_is_solved_over_the_first_frames(runs, tmp_path):
     assert camera_solve(EngineSettings(refine=True), geometry).refine_focal
     assert not camera_solve(EngineSettings(refine=True, focal_px=400.0), geometry).refine_focal
     assert not camera_solve(EngineSettings(refine=True, zoom=True), geometry).refine_focal
-    with pytest.raises(ValueError, match="refine_distortion is part of the camera solve: it needs refine"):
-        EngineSettings(refine_distortion=True)
+    with pytest.raises(ValueError, match="refine_distortion is part of the camera solve: it cannot be used with"):
+        EngineSettings(refine=False, refine_distortion=True)
     with pytest.raises(ValueError, match="refine_distortion solves one fixed lens"):
         EngineSettings(refine=True, refine_distortion=True, zoom=True)
 
 
-def test_cli_reconstruct_refine_prints_the_solve_error(tmp_path):
-    video, gt = render_clip(tmp_path / "clip", SceneConfig(width=320, height=180, num_frames=24, texture=True))
+def test_footage_under_512_px_wide_is_solved_only_when_asked(caplog):
+    small, large = (InputGeometry.resize_only(size, (128, 96)) for size in ((384, 288), (512, 384)))
+    assert camera_solve(EngineSettings(), large) is not None
+    with caplog.at_level("INFO", logger="core.engine"):
+        assert camera_solve(EngineSettings(), small) is None
+    assert "camera solve skipped: the footage (384x288) is under 512 px wide" in caplog.text
+    assert camera_solve(EngineSettings(refine=True), small) is not None
+    assert camera_solve(EngineSettings(refine_distortion=True), small).refine_distortion
+    assert camera_solve(EngineSettings(refine=False), large) is None
+    assert camera_solve(EngineSettings(refine=True), large, footage=False) is None
+
+
+def test_the_cli_solves_by_default_and_prints_the_solve_error(tmp_path):
+    video, gt = render_clip(tmp_path / "clip", SceneConfig(width=512, height=288, num_frames=24, texture=True))
     cli = str(Path(sys.executable).with_name("laser-blender"))
     command = [cli, "reconstruct", str(video), "--backbone", "synthetic", "--synthetic-scene", str(gt),
                "--window", "12", "--overlap", "4"]
-    r = subprocess.run(command + ["-o", str(tmp_path / "run"), "--refine"], capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(command + ["-o", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     report = RunDir(tmp_path / "run").read_solve()
     assert report is not None and report.points > 0
     assert f"laser-blender: {report.summary()}" in r.stderr
-    r = subprocess.run(command + ["-o", str(tmp_path / "plain")], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(command + ["-o", str(tmp_path / "plain"), "--no-refine"], capture_output=True, text=True,
+                       timeout=300)
     assert r.returncode == 0, r.stderr
     assert RunDir(tmp_path / "plain").read_solve() is None and "Solve error" not in r.stderr
     align_command = [cli, "align", str(tmp_path / "plain"), "-o"]
-    r = subprocess.run(align_command + [str(tmp_path / "aligned"), "--footage", str(video), "--refine"],
+    r = subprocess.run(align_command + [str(tmp_path / "aligned"), "--footage", str(video)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     report = RunDir(tmp_path / "aligned").read_solve()
@@ -266,3 +279,6 @@ def test_cli_reconstruct_refine_prints_the_solve_error(tmp_path):
                        timeout=300)
     assert r.returncode == 0 and "camera solve skipped: align was given no footage" in r.stderr, r.stderr
     assert RunDir(tmp_path / "no_footage").read_solve() is None
+    r = subprocess.run(align_command + [str(tmp_path / "unasked")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "camera solve skipped" not in r.stderr, r.stderr
+    assert RunDir(tmp_path / "unasked").read_solve() is None

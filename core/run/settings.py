@@ -162,6 +162,13 @@ class LayerAlignParams(BaseModel):
         return self
 
 
+SOLVE_MIN_WIDTH = 512
+"""Footage narrower than this (pixels) is camera-solved only when ``refine`` is on: its tracks do not beat the
+network. The orientation tests' 120-frame shot predicted at 128x96, ground off Z = 0 as a share of the camera
+height, registered -> solved: 2.7 % -> 22.6 % at 256x192, 15.2 % at 320x240, 7.4 % at 384x288, 1.8 % at 512x384
+(benchmarks/solve_footage_size.py)."""
+
+
 class StreamSettings(BaseModel):
     """Streaming and registration settings: the part of the engine's settings a job carries."""
 
@@ -171,10 +178,12 @@ class StreamSettings(BaseModel):
     overlap: int = Field(10, ge=1, description="frames shared by consecutive windows")
     conf_keep: FiniteFloat = Field(0.5, gt=0, le=1, description="share of most confident pixels kept per frame")
     layer_align: bool = Field(True, description="run layer-wise scale alignment after the Sim(3) registration")
-    refine: bool = Field(False, description=(
+    refine: bool | None = Field(None, description=(
         "refine the cameras against the footage (feature tracks at full resolution, bundle adjustment; "
-        "the solve error goes to solve.json). Experimental: with an accurate network it can bend a long "
-        "shot slightly (see the README); `align` needs --footage for it"))
+        f"the solve error goes to solve.json). Default (unset): on when there is footage at least {SOLVE_MIN_WIDTH} "
+        "px wide "
+        "(on smaller footage the tracks do not beat the network's cameras, see the README); "
+        "`align` needs --footage for it"))
     refine_distortion: bool = Field(False, description=(
         "with refine: also solve the lens's radial distortion (k1, k2 of Blender's polynomial model) over "
         "the first frames, for footage shot through a real lens (solve.json, the COLMAP export)"))
@@ -194,8 +203,8 @@ class StreamSettings(BaseModel):
             raise ValueError(f"overlap ({self.overlap}) must be smaller than window ({self.window})")
         if self.zoom and self.focal_px is not None:
             raise ValueError("zoom estimates a focal length per frame: it cannot take a known fixed focal_px")
-        if self.refine_distortion and not self.refine:
-            raise ValueError("refine_distortion is part of the camera solve: it needs refine")
+        if self.refine_distortion and self.refine is False:
+            raise ValueError("refine_distortion is part of the camera solve: it cannot be used with refine off")
         if self.refine_distortion and self.zoom:
             raise ValueError("refine_distortion solves one fixed lens: it cannot be used with zoom")
         return self

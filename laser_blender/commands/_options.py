@@ -30,7 +30,8 @@ _FLAGS = {"save_predictions": "--no-predictions"}  # flags older than this namin
 
 
 def option_flag(name: str, field: FieldInfo, prefix: str = "") -> str:
-    """The flag of a field: ``--conf-keep``, ``--lsa-max-scale``, ``--no-layer-align`` for a switch on by default."""
+    """The flag of a field: ``--conf-keep``, ``--lsa-max-scale``, ``--no-layer-align`` for a switch on by default
+    (a switch left unset by default, like ``refine``, has both: ``--refine`` and ``--no-refine``)."""
     if name in _FLAGS and not prefix:
         return _FLAGS[name]
     negate = "no-" if field.default is True else ""
@@ -45,6 +46,8 @@ def _dest(name: str, prefix: str = "") -> str:
 def _argument(field: FieldInfo) -> dict[str, Any]:
     """``add_argument`` keywords for a field: type or choices, default, help with the default."""
     kind, help_text = field_type(field), field.description or ""
+    if kind is bool and field.default is None:
+        return {"action": argparse.BooleanOptionalAction, "default": None, "help": help_text}
     if kind is bool:
         return {"action": "store_false" if field.default else "store_true", "default": field.default,
                 "help": f"do not {help_text}" if field.default else help_text}

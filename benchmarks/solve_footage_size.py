@@ -1,0 +1,103 @@
+"""How large footage must be for the camera solve to beat the network's cameras: why it is on by default from 512 px.
+
+The orientation tests' shot (120 frames, ground plane, walls, a moving object; network depth without per-layer
+scale errors unless ``--layer-errors``, predicted at ``--prediction``) is rendered textured (flat-shaded with
+``--flat``) at each of ``--sizes`` and reconstructed twice: registered only (``refine=False``) and solved
+(``refine=True``: the lens pass, then every window). Per run, against the truth:
+
+* ``ground_off``: the largest distance of true ground points from Z = 0 after the run's automatic orientation,
+  as a share of the cameras' median height (the orientation tests ask under 5 %);
+* ``heading_deg``: the mean angle between the run's camera rotations and the true ones after the Sim(3) that
+  fits the camera centres (a path that bends against its cameras);
+* ``ate``: camera-centre RMSE after that Sim(3), as a share of the path length.
+
+    .venv/bin/python benchmarks/solve_footage_size.py [--sizes 256x192 320x240 384x288 512x384] [--frames 120]
+        [--prediction 128x96] [--flat] [--layer-errors] [--json benchmarks/results/solve_footage_size.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _results import save_results  # noqa: E402  (beside this script)
+
+from core.engine import reconstruct  # noqa: E402
+from core.geometry.transforms import umeyama_sim3  # noqa: E402
+from core.metrics import ate  # noqa: E402
+from core.run.rundir import RunDir  # noqa: E402
+from core.run.settings import EngineSettings  # noqa: E402
+from core.synthetic import Scene, SceneConfig, SyntheticBackbone, SyntheticNoise, SyntheticSource  # noqa: E402
+from laser_blender.driver import orient_completed_run  # noqa: E402
+from laser_blender.orient import run_cameras  # noqa: E402
+
+
+def _size(text: str) -> tuple[int, int]:
+    w, h = (int(v) for v in text.lower().split("x"))
+    return w, h
+
+
+def measure(scene: Scene, run: RunDir) -> dict:
+    """Ground, heading and ATE of a finished, oriented run against ``scene``'s truth (see the module docstring)."""
+    poses = run_cameras(run)
+    truth = scene.pose(np.arange(len(poses)))
+    s, R, t = umeyama_sim3(truth[:, :3, 3], poses[:, :3, 3])
+    run_from_truth = np.eye(4)
+    run_from_truth[:3, :3], run_from_truth[:3, 3] = s * R, t
+    scene_from_truth = run.scene_transform().matrix() @ run_from_truth
+    c = scene.config
+    ground = np.array([[x, c.ground_height, z] for x in (-6.0, -2.0, 2.0, 6.0) for z in (2.0, 6.0, 12.0, 25.0)])
+    ground_z = ground @ scene_from_truth[:3, :3].T + scene_from_truth[:3, 3]
+    height = float(np.median(run.scene_transform().apply_poses(poses)[:, 2, 3]))
+    rel = np.einsum("fji,fjk->fik", R @ truth[:, :3, :3], poses[:, :3, :3])
+    angle = np.degrees(np.arccos(np.clip((np.trace(rel, axis1=1, axis2=2) - 1) / 2, -1, 1)))
+    err = ate(poses, truth)
+    return {"ground_off": float(np.abs(ground_z[:, 2]).max() / height), "heading_deg": float(angle.mean()),
+            "ate_over_length": err["rmse_over_length"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=_size, nargs="+", default=[(256, 192), (320, 240), (384, 288), (512, 384)])
+    ap.add_argument("--frames", type=int, default=120)
+    ap.add_argument("--prediction", type=_size, default=(128, 96))
+    ap.add_argument("--flat", action="store_true", help="flat-shaded surfaces (few features to track)")
+    ap.add_argument("--layer-errors", action="store_true",
+                    help="the synthetic network's default noise, with its per-layer depth scale errors")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    noise = SyntheticNoise() if args.layer_errors else SyntheticNoise(layer_scale=0.0)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for width, height in args.sizes:
+            scene = Scene(SceneConfig(width=width, height=height, num_frames=args.frames,
+                                      texture=not args.flat))
+            row = {"size": [width, height]}
+            for refine in (False, True):
+                run = RunDir(Path(tmp) / f"{width}x{height}_{refine}")
+                backbone = SyntheticBackbone(scene, noise, size=args.prediction)
+                status = reconstruct(SyntheticSource(scene), backbone, run.root,
+                                     EngineSettings(window=30, overlap=10, layer_align=False, refine=refine))
+                assert status == "complete", status
+                orient_completed_run(run)
+                row["solved" if refine else "registered"] = measure(scene, run)
+            rows.append(row)
+            a, b = row["registered"], row["solved"]
+            print(f"{width}x{height}: ground off Z=0 {a['ground_off']:.1%} -> {b['ground_off']:.1%} of the camera "
+                  f"height, heading {a['heading_deg']:.2f} -> {b['heading_deg']:.2f} deg, ATE/length "
+                  f"{a['ate_over_length']:.4f} -> {b['ate_over_length']:.4f}", flush=True)
+    save_results({"frames": args.frames, "prediction": list(args.prediction), "textured": not args.flat,
+                  "layer_errors": args.layer_errors,
+                  "rows": rows}, args.json)
+
+
+if __name__ == "__main__":
+    main()
