@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
 from core.frames import open_source
 from core.run.manifest import InputGeometry
@@ -15,9 +16,11 @@ W, H = 320, 180
 
 
 def antialiased(scene: Scene, frame: int) -> dict[str, np.ndarray]:
-    """The render at (W, H) with colours supersampled 2x (the ray caster point-samples; real footage is filtered)."""
+    """The render at the scene's size with colours supersampled 2x (the ray caster point-samples; real footage is
+    filtered)."""
     r = scene.render(frame)
-    r["colors"] = cv2.resize(scene.render(frame, 2 * W, 2 * H)["colors"], (W, H), interpolation=cv2.INTER_AREA)
+    w, h = scene.config.width, scene.config.height
+    r["colors"] = cv2.resize(scene.render(frame, 2 * w, 2 * h)["colors"], (w, h), interpolation=cv2.INTER_AREA)
     return r
 
 
@@ -27,7 +30,8 @@ def seed_points(r: dict[str, np.ndarray], xy: np.ndarray, K: np.ndarray, world_f
     Depth between pixel centres is interpolated in inverse depth, which is exact on the ground and wall planes.
     """
     c = np.floor(xy - 0.5).astype(int)
-    inside = (c[:, 0] >= 8) & (c[:, 1] >= 8) & (c[:, 0] < W - 9) & (c[:, 1] < H - 9)
+    h, w = r["depth"].shape
+    inside = (c[:, 0] >= 8) & (c[:, 1] >= 8) & (c[:, 0] < w - 9) & (c[:, 1] < h - 9)
     c = np.where(inside[:, None], c, 8)
     offsets = np.arange(-8, 10)
     patch = r["layers"][c[:, 1, None, None] + offsets[:, None], c[:, 0, None, None] + offsets]
@@ -69,11 +73,12 @@ def test_frame_pairs_decode_once_and_match_frames(tmp_path):
             assert full.shape == (H, W, 3) and np.array_equal(full, ref_full)
 
 
-def test_klt_tracks_follow_static_points_within_a_fraction_of_a_pixel():
+@pytest.mark.parametrize("size", [(W, H), (1280, 720)])  # one pyramidal call; half resolution, then full
+def test_klt_tracks_follow_static_points_within_a_fraction_of_a_pixel(size):
     """Each track's position in later frames against the exact projection of the world point it started on."""
-    scene = Scene(SceneConfig(width=W, height=H, texture=True))
+    scene = Scene(SceneConfig(width=size[0], height=size[1], texture=True))
     K = scene.K()
-    tracker = Tracker((W, H))
+    tracker = Tracker(size)
     world: dict[int, np.ndarray] = {}
     errors = []
     for f in range(10):
@@ -90,7 +95,7 @@ def test_klt_tracks_follow_static_points_within_a_fraction_of_a_pixel():
         errors.append(err[np.isfinite(err)])
         # spread: most seeding cells hold a track
         cols, rows = TrackerParams().grid
-        cells = (tracks.xy[:, 1] * rows / H).astype(int) * cols + (tracks.xy[:, 0] * cols / W).astype(int)
+        cells = (tracks.xy[:, 1] * rows / size[1]).astype(int) * cols + (tracks.xy[:, 0] * cols / size[0]).astype(int)
         assert len(np.unique(cells)) >= 0.8 * cols * rows
     e = np.concatenate(errors)
     assert len(e) > 2000
