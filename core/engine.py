@@ -96,18 +96,14 @@ def depth_refiner(settings: EngineSettings) -> DepthRefiner | None:
 
 
 def camera_solve(settings: EngineSettings, geometry: InputGeometry, footage: bool = True) -> CameraSolve | None:
-    """The camera solve stage for ``settings`` on ``geometry``'s footage, or None.
-
-    ``refine`` on: solved (given ``footage`` to track); off: not; unset: solved when the footage is at least
-    ``SOLVE_MIN_WIDTH`` wide (or the distortion is asked for), else the log says why not. The stage
-    refines the focal length unless it was given or the lens zooms, and the distortion with ``refine_distortion``.
-    """
-    if settings.refine is False or not footage:
-        return None
+    """The camera solve stage for ``settings`` on ``geometry``'s footage (:meth:`StreamSettings.solves`), or None
+    (when ``refine`` is unset and the footage too small, the log says why). The stage refines the focal length
+    unless it was given or the lens zooms, and the distortion with ``refine_distortion``."""
     width, height = geometry.footage
-    if settings.refine is None and not settings.refine_distortion and width < SOLVE_MIN_WIDTH:
-        log.info("camera solve skipped: the footage (%dx%d) is under %d px wide, too small for its tracks to beat "
-                 "the network's cameras (--refine solves it anyway)", width, height, SOLVE_MIN_WIDTH)
+    if not settings.solves(width if footage else None):
+        if footage and settings.refine is None:
+            log.info("camera solve skipped: the footage (%dx%d) is under %d px wide, too small for its tracks to "
+                     "beat the network's cameras (--refine solves it anyway)", width, height, SOLVE_MIN_WIDTH)
         return None
     return CameraSolve(geometry, refine_focal=settings.focal_px is None and not settings.zoom,
                        refine_distortion=settings.refine_distortion)

@@ -218,6 +218,7 @@ def test_overwrite_replaces_the_whole_run(clip, finished_run, tmp_path):
     ({"--layer-align": None}, "layer_align False (now True)"),
     ({"--stride": "2"}, "footage stride 1 (now 2)"),
     ({"--focal-px": "60"}, "focal_px None (now 60.0)"),
+    ({"--refine": None}, "refine False (now True)"),  # the solve as it runs: unset on 64 px wide footage is off
 ])
 def test_resume_with_other_settings_is_refused(clip, finished_run, tmp_path, change, named):
     run_dir = Path(shutil.copytree(finished_run, tmp_path / "run"))

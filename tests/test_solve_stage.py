@@ -20,7 +20,7 @@ from core import events
 from core.engine import align, camera_solve, reconstruct
 from core.metrics import ate, triangulated_reprojection_rms
 from core.run.files import RunDirError
-from core.run.manifest import InputGeometry
+from core.run.manifest import InputGeometry, RunManifest, SourceInfo, resume_differences
 from core.run.rundir import RunDir
 from core.run.settings import EngineSettings
 from core.synthetic import Scene, SceneConfig, SyntheticBackbone, SyntheticNoise, SyntheticSource, render_clip
@@ -253,6 +253,17 @@ def test_footage_under_512_px_wide_is_solved_only_when_asked(caplog):
     assert camera_solve(EngineSettings(refine_distortion=True), small).refine_distortion
     assert camera_solve(EngineSettings(refine=False), large) is None
     assert camera_solve(EngineSettings(refine=True), large, footage=False) is None
+
+
+def test_a_resume_compares_what_the_solve_does_not_how_it_was_asked():
+    def manifest(width: int, **settings) -> RunManifest:
+        return RunManifest(source=SourceInfo(path="/shot.mp4", width=width, height=width // 2),
+                           settings=EngineSettings(**settings))
+
+    assert resume_differences(manifest(384, refine=False), manifest(384)) == []  # a run from before the default
+    assert resume_differences(manifest(640, refine=True), manifest(640)) == []
+    assert resume_differences(manifest(640, refine=False), manifest(640)) == ["refine False (now True)"]
+    assert resume_differences(manifest(384), manifest(384, refine=True)) == ["refine False (now True)"]
 
 
 def test_the_cli_solves_by_default_and_prints_the_solve_error(tmp_path):

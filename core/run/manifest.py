@@ -157,6 +157,9 @@ def resume_differences(old: RunManifest, new: RunManifest) -> list[str]:
     pairs.append(("backbone", old.backbone, new.backbone))
     old_settings, new_settings = old.settings.model_dump(), new.settings.model_dump()
     old_layer, new_layer = old_settings.pop("layer"), new_settings.pop("layer")
+    # the camera solve by what it does on the footage (refine unset follows its width), not how it was asked
+    old_settings["refine"] = old.settings.solves(old.source.width)
+    new_settings["refine"] = new.settings.solves(new.source.width)
     pairs += [(name, value, new_settings[name]) for name, value in old_settings.items() if name not in _IGNORED_SETTINGS]
     if old.settings.layer_align or new.settings.layer_align:
         pairs += [(f"layer alignment {name}", value, new_layer[name]) for name, value in old_layer.items()]

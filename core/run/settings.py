@@ -197,6 +197,13 @@ class StreamSettings(BaseModel):
         "without it the run cannot be re-registered with `align`"))
     layer: LayerAlignParams = Field(LayerAlignParams(), description="layer-wise scale alignment parameters")
 
+    def solves(self, footage_width: int | None) -> bool:
+        """Whether the camera solve runs on footage ``footage_width`` pixels wide (None: no footage): ``refine``
+        on, or unset with footage at least ``SOLVE_MIN_WIDTH`` wide or the distortion asked for."""
+        if footage_width is None or self.refine is False:
+            return False
+        return bool(self.refine or self.refine_distortion or footage_width >= SOLVE_MIN_WIDTH)
+
     @model_validator(mode="after")
     def _overlap_below_window(self) -> "StreamSettings":
         if self.overlap >= self.window:
