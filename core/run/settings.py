@@ -181,11 +181,10 @@ class StreamSettings(BaseModel):
     refine: bool | None = Field(None, description=(
         "refine the cameras against the footage (feature tracks at full resolution, bundle adjustment; "
         f"the solve error goes to solve.json). Default (unset): on when there is footage at least {SOLVE_MIN_WIDTH} "
-        "px wide "
-        "(on smaller footage the tracks do not beat the network's cameras, see the README); "
+        "px wide (on smaller footage the tracks do not beat the network's cameras, see the README); "
         "`align` needs --footage for it"))
     refine_distortion: bool = Field(False, description=(
-        "with refine: also solve the lens's radial distortion (k1, k2 of Blender's polynomial model) over "
+        "with the camera solve (which it turns on): also solve the lens's radial distortion (k1, k2 of Blender's polynomial model) over "
         "the first frames, for footage shot through a real lens (solve.json, the COLMAP export)"))
     focal_px: FiniteFloat | None = Field(None, gt=0, description=(
         "known focal length in footage pixels (overrides the estimate)"))
