@@ -184,8 +184,9 @@ class StreamSettings(BaseModel):
         "px wide (on smaller footage the tracks do not beat the network's cameras, see the README); "
         "`align` needs --footage for it"))
     refine_distortion: bool = Field(False, description=(
-        "with the camera solve (which it turns on): also solve the lens's radial distortion (k1, k2 of Blender's polynomial model) over "
-        "the first frames, for footage shot through a real lens (solve.json, the COLMAP export)"))
+        "with the camera solve (which it turns on): also solve the lens's radial distortion (k1, k2 of "
+        "Blender's polynomial model) over the first frames, for footage shot through a real lens (solve.json, "
+        "the COLMAP export)"))
     focal_px: FiniteFloat | None = Field(None, gt=0, description=(
         "known focal length in footage pixels (overrides the estimate)"))
     zoom: bool = Field(False, description=(
