@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from core import events
 from core.run.rundir import RunDir
+from core.run.settings import SOLVE_MIN_WIDTH
 from laser_blender.outcome import ExitCode
 
 
@@ -24,10 +25,18 @@ def fail(message: str, code: ExitCode = ExitCode.USER_ERROR) -> int:
 
 
 def print_solve(run_dir: str | Path) -> None:
-    """``laser-blender: Solve error: 0.23 px (...)`` on stderr when the run has a camera solve (solve.json)."""
-    report = RunDir(Path(run_dir)).read_solve()
+    """``laser-blender: Solve error: 0.23 px (...)`` on stderr when the run has a camera solve (solve.json); when
+    the solve was left to the default and the footage was too small for it, says so."""
+    run = RunDir(Path(run_dir))
+    report = run.read_solve()
     if report is not None:
         print(f"laser-blender: {report.summary()}", file=sys.stderr)
+        return
+    manifest = run.read_manifest()
+    width, height = manifest.source.width, manifest.source.height
+    if manifest.settings.refine is None and width is not None and not manifest.settings.solves(width):
+        print(f"laser-blender: no camera solve: the footage ({width}x{height}) is under {SOLVE_MIN_WIDTH} px wide, "
+              "too small for its tracks to beat the network's cameras (--refine solves it anyway)", file=sys.stderr)
 
 
 @contextlib.contextmanager

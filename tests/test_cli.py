@@ -38,8 +38,12 @@ def test_reconstruct_then_align_then_evaluate(clip, tmp_path):
     assert r.returncode == 0, r.stderr
     run = read_run(tmp_path / "run")
     assert run["status"] == "complete" and run["frames_done"] == 60
+    # the camera solve is left to its default: 128 px wide footage is too small for it, and the summary says so
+    assert "no camera solve: the footage (128x96) is under 512 px wide" in r.stderr
+    assert not (tmp_path / "run" / "solve.json").exists()
     r = _cli("align", tmp_path / "run", "-o", tmp_path / "run2", "--no-layer-align")
     assert r.returncode == 0, r.stderr
+    assert "camera solve" not in r.stderr  # no footage given: nothing to solve, nothing to say
     a, b = read_tum(tmp_path / "run" / "trajectory.tum"), read_tum(tmp_path / "run2" / "trajectory.tum")
     np.testing.assert_allclose(a[1], b[1], atol=1e-5)
     r = _cli("evaluate", tmp_path / "run", "--gt", gt)
@@ -87,8 +91,9 @@ def test_bad_input_gives_clear_error(tmp_path, bad, needle):
 def test_no_predictions_keeps_only_the_registered_result(clip, tmp_path):
     video, gt = clip
     r = _cli("reconstruct", video, "-o", tmp_path / "run", "--backbone", "synthetic", "--synthetic-scene", gt,
-             "--max-frames", 30, "--window", 12, "--overlap", 4, "--no-predictions")
+             "--max-frames", 30, "--window", 12, "--overlap", 4, "--no-predictions", "--no-refine")
     assert r.returncode == 0, r.stderr
+    assert "camera solve" not in r.stderr  # asked off: nothing to explain
     assert list_windows(tmp_path / "run" / "predictions") == []
     assert (tmp_path / "run" / "predictions" / "meta.json").exists()
     assert len(list_windows(tmp_path / "run" / "aligned")) == 4
