@@ -11,6 +11,12 @@ measure is stricter: triangulated with the cameras), before and after.
 
     .venv/bin/python benchmarks/bench_solve.py [--size 1920x1080] [--frames 30] [--fixed 10] [--repeats 3]
         [--json out.json]
+    .venv/bin/python benchmarks/bench_solve.py --engine --frames 90   # what the solve adds to a whole run
+
+``--engine`` times whole runs instead (``engine_cost``): the clip decoded by the engine, predicted by the
+synthetic backbone, registered with layer alignment, with and without the camera solve. There the tracking
+(inference thread) and the adjustment (registration thread) overlap, and every window tracks the frames it
+shares with the next as well.
 
 Pinned to one core (``taskset -c 1 ...``) it says what the solve costs beside a busy inference thread; unpinned,
 OpenCV's tracking and the adjustment's BLAS use both cores.
@@ -33,10 +39,13 @@ sys.path.insert(0, str(ROOT))
 
 from _results import save_results  # noqa: E402  (beside this script)
 
+from core.engine import reconstruct  # noqa: E402
 from core.frames import open_source  # noqa: E402
 from core.geometry.rotations import rotvec_to_rotation  # noqa: E402
 from core.solve.bundle import Observations, adjust, initial_points  # noqa: E402
 from core.solve.tracks import Tracker  # noqa: E402
+from core.run.settings import EngineSettings  # noqa: E402
+from core.synthetic import SyntheticBackbone, SyntheticNoise  # noqa: E402
 from core.synthetic.scene import Scene, SceneConfig  # noqa: E402
 
 
@@ -47,6 +56,8 @@ def main() -> None:
     ap.add_argument("--fixed", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3, help="passes over the frames (and adjustments) timed")
+    ap.add_argument("--engine", action="store_true",
+                    help="instead: what the solve adds to a whole run (see the module docstring)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     width, height = map(int, args.size.lower().split("x"))
@@ -62,6 +73,9 @@ def main() -> None:
             writer.write(cv2.cvtColor(r["colors"], cv2.COLOR_RGB2BGR))
             depths.append(r["depth"])
         writer.release()
+        if args.engine:
+            save_results(engine_cost(scene, clip, args.repeats), args.json)
+            return
 
         decode_ms, track_ms = [], []  # per pass: the median over its frames
         for _ in range(args.repeats):  # the same frames and tracks each pass; the least disturbed pass counts
@@ -111,6 +125,31 @@ def main() -> None:
     print(f"ATE {results['ate_m']['before'] * 100:.2f} cm -> {results['ate_m']['after'] * 100:.2f} cm")
     print("per frame: " + ", ".join(f"{k[:-3]} {v:.1f} ms" for k, v in med.items()))
     save_results(results, args.json)
+
+
+def engine_cost(scene: Scene, clip: Path, repeats: int) -> dict:
+    """Wall time per frame of whole runs on ``clip`` (decoded by the engine, the synthetic backbone predicting at
+    256x144, windows 30/10, the focal length given so there is no lens pass) without and with the camera solve,
+    interleaved ``repeats`` times; the fastest of each."""
+    frames = scene.config.num_frames
+    settings = {False: EngineSettings(refine=False, focal_px=float(scene.K()[0, 0])),
+                True: EngineSettings(refine=True, focal_px=float(scene.K()[0, 0]))}
+    wall: dict[bool, list[float]] = {False: [], True: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats):
+            for refine in (False, True):
+                backbone = SyntheticBackbone(scene, SyntheticNoise(), size=(256, 144))
+                t0 = time.perf_counter()
+                status = reconstruct(open_source(clip), backbone, Path(tmp) / f"run{r}_{refine}", settings[refine])
+                wall[refine].append(1e3 * (time.perf_counter() - t0) / frames)
+                assert status == "complete", status
+    out = {"frames": frames, "size": [scene.config.width, scene.config.height], "repeats": repeats,
+           "run_ms_per_frame": {"without_solve": min(wall[False]), "with_solve": min(wall[True])}}
+    out["solve_ms_per_frame"] = out["run_ms_per_frame"]["with_solve"] - out["run_ms_per_frame"]["without_solve"]
+    print(f"whole run, {frames} frames at {scene.config.width}x{scene.config.height}: "
+          f"{out['run_ms_per_frame']['without_solve']:.1f} ms/frame without the solve, "
+          f"{out['run_ms_per_frame']['with_solve']:.1f} with it: the solve adds {out['solve_ms_per_frame']:.1f} ms")
+    return out
 
 
 if __name__ == "__main__":

@@ -98,3 +98,11 @@ def test_footage_size_benchmark(tmp_path):
     for run in (row["registered"], row["solved"]):
         assert 0 <= run["ground_off"] < 10 and 0 <= run["heading_deg"] < 45 and 0 < run["ate_over_length"] < 1
     assert row["solved"] != row["registered"]  # the solve moved the cameras
+
+
+def test_solve_benchmark_times_whole_runs(tmp_path):
+    out = tmp_path / "engine.json"
+    _bench("bench_solve.py", "--engine", "--size", "320x180", "--frames", 24, "--repeats", 1, "--json", out)
+    result = json.loads(out.read_text())
+    assert result["frames"] == 24 and result["size"] == [320, 180]
+    assert all(v > 0 for v in result["run_ms_per_frame"].values())
