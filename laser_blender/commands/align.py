@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="run directory to write")
     parser.add_argument("--footage", metavar="PATH", help=(
         "the video or image folder the predictions were made from (their frames index its frames): "
-        "the run is at its resolution, and --refine solves the cameras on it"))
+        "the run is at its resolution, and the camera solve runs on it (--no-refine skips it)"))
     add_field_options(parser, Job, ("overwrite",))
     add_registration_arguments(parser)
 
