@@ -66,8 +66,6 @@ class Tracker:
         self._coarse_window = (half, half) if half >= 9 else None  # smaller footage: one pyramidal call
         self._min_distance = params.min_distance * scale
         self._criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, params.iterations, params.step_eps)
-        # the half-resolution pass only starts the full-resolution one: its usual 0.01 px step is enough
-        self._coarse_criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01)
         self._gray: tuple[np.ndarray, np.ndarray | None] | None = None  # the previous frame, its half resolution
         self._ids = np.zeros(0, np.int64)
         self._xy = np.zeros((0, 2), np.float32)  # OpenCV convention (pixel centres at integers)
@@ -89,7 +87,7 @@ class Tracker:
         self._gray = gray
         wanted = self.params.grid[0] * self.params.grid[1] * self.params.per_cell
         if len(self._xy) < self.params.reseed_fraction * wanted:
-            self._seed(*gray)
+            self._seed(gray[0])
         return FrameTracks(frame, self._ids.copy(), self._xy + np.float32(0.5))
 
     def _flow(self, src: tuple[np.ndarray, np.ndarray | None], dst: tuple[np.ndarray, np.ndarray | None],
@@ -106,7 +104,7 @@ class Tracker:
             return fine.reshape(-1, 2), ok.ravel() == 1
         coarse, ok_coarse, _ = cv2.calcOpticalFlowPyrLK(src[1], dst[1], xy.reshape(-1, 1, 2) * np.float32(0.5), None,
                                                         winSize=self._coarse_window, maxLevel=self.params.levels,
-                                                        criteria=self._coarse_criteria)
+                                                        criteria=self._criteria)
         fine, ok, _ = cv2.calcOpticalFlowPyrLK(src[0], dst[0], xy.reshape(-1, 1, 2), coarse * np.float32(2),
                                                winSize=self._window, maxLevel=0, criteria=self._criteria,
                                                flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
@@ -121,22 +119,16 @@ class Tracker:
                 & (nxt[:, 0] >= 0) & (nxt[:, 1] >= 0) & (nxt[:, 0] <= w - 1) & (nxt[:, 1] <= h - 1))
         self._ids, self._xy = self._ids[keep], nxt[keep].astype(np.float32)
 
-    def _seed(self, gray: np.ndarray, half: np.ndarray | None) -> None:
-        """Add corners in grid cells short of ``per_cell`` tracks, strongest first, away from live tracks.
-
-        With the ``half``-resolution frame (wide footage) the corners are found there, at a quarter of the
-        cost, and refined to sub-pixel on the full-resolution ``gray``."""
+    def _seed(self, gray: np.ndarray) -> None:
+        """Add corners in grid cells short of ``per_cell`` tracks, strongest first, away from live tracks."""
         p = self.params
         w, h = self.size
         cols, rows = p.grid
-        scale = 1 if half is None else 2
-        corners = cv2.goodFeaturesToTrack(gray if half is None else half, maxCorners=4 * cols * rows * p.per_cell,
-                                          qualityLevel=p.quality, minDistance=self._min_distance / scale,
-                                          blockSize=7)
+        corners = cv2.goodFeaturesToTrack(gray, maxCorners=4 * cols * rows * p.per_cell, qualityLevel=p.quality,
+                                          minDistance=self._min_distance, blockSize=7)
         if corners is None:
             return
-        # strongest first; a half-resolution pixel centre c is the full resolution's 2 c + 0.5
-        corners = corners.reshape(-1, 2).astype(np.float32) * np.float32(scale) + np.float32(0.5 * (scale - 1))
+        corners = corners.reshape(-1, 2).astype(np.float32)  # strongest first
         if len(self._xy):
             dist, _ = cKDTree(self._xy).query(corners, distance_upper_bound=self._min_distance)
             corners = corners[~np.isfinite(dist)]
