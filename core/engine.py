@@ -26,7 +26,7 @@ from core.run.arrays import WindowPrediction
 from core.run.files import RunDirError, RunDirRefused
 from core.run.manifest import InputGeometry, PredictionsMeta, RunManifest, RunStatus, SourceInfo, resume_differences
 from core.run.rundir import PredictionsDir, RunDir, RunWriter, load_aligned, load_prediction
-from core.run.settings import SOLVE_MIN_WIDTH, EngineSettings
+from core.run.settings import EngineSettings
 from core.solve.stage import CameraSolve
 from core.solve.tracks import WindowTracker, WindowTracks
 
@@ -97,13 +97,12 @@ def depth_refiner(settings: EngineSettings) -> DepthRefiner | None:
 
 def camera_solve(settings: EngineSettings, geometry: InputGeometry, footage: bool = True) -> CameraSolve | None:
     """The camera solve stage for ``settings`` on ``geometry``'s footage (:meth:`StreamSettings.solves`), or None
-    (when ``refine`` is unset and the footage too small, the log says why). The stage refines the focal length
-    unless it was given or the lens zooms, and the distortion with ``refine_distortion``."""
-    width, height = geometry.footage
-    if not settings.solves(width if footage else None):
-        if footage and settings.refine is None:
-            log.info("camera solve skipped: the footage (%dx%d) is under %d px wide, too small for its tracks to "
-                     "beat the network's cameras (--refine solves it anyway)", width, height, SOLVE_MIN_WIDTH)
+    (when ``refine`` is unset and the footage too small, the log says why: ``why_no_solve``). The stage refines
+    the focal length unless it was given or the lens zooms, and the distortion with ``refine_distortion``."""
+    if not settings.solves(geometry.footage[0] if footage else None):
+        why = settings.why_no_solve(geometry.footage if footage else None)
+        if why:
+            log.info(why)
         return None
     return CameraSolve(geometry, refine_focal=settings.focal_px is None and not settings.zoom,
                        refine_distortion=settings.refine_distortion)

@@ -14,7 +14,6 @@ from tqdm import tqdm
 
 from core import events
 from core.run.rundir import RunDir
-from core.run.settings import SOLVE_MIN_WIDTH
 from laser_blender.outcome import ExitCode
 
 
@@ -33,10 +32,10 @@ def print_solve(run_dir: str | Path) -> None:
         print(f"laser-blender: {report.summary()}", file=sys.stderr)
         return
     manifest = run.read_manifest()
-    width, height = manifest.source.width, manifest.source.height
-    if manifest.settings.refine is None and width is not None and not manifest.settings.solves(width):
-        print(f"laser-blender: no camera solve: the footage ({width}x{height}) is under {SOLVE_MIN_WIDTH} px wide, "
-              "too small for its tracks to beat the network's cameras (--refine solves it anyway)", file=sys.stderr)
+    source = manifest.source
+    why = manifest.settings.why_no_solve(None if source.width is None else (source.width, source.height))
+    if why:
+        print(f"laser-blender: {why}", file=sys.stderr)
 
 
 @contextlib.contextmanager

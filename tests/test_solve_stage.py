@@ -248,7 +248,7 @@ def test_footage_under_512_px_wide_is_solved_only_when_asked(caplog):
     assert camera_solve(EngineSettings(), large) is not None
     with caplog.at_level("INFO", logger="core.engine"):
         assert camera_solve(EngineSettings(), small) is None
-    assert "camera solve skipped: the footage (384x288) is under 512 px wide" in caplog.text
+    assert "no camera solve: the footage (384x288) is under 512 px wide" in caplog.text
     assert camera_solve(EngineSettings(refine=True), small) is not None
     assert camera_solve(EngineSettings(refine_distortion=True), small).refine_distortion
     assert camera_solve(EngineSettings(refine=False), large) is None

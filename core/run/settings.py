@@ -204,6 +204,13 @@ class StreamSettings(BaseModel):
             return False
         return bool(self.refine or self.refine_distortion or footage_width >= SOLVE_MIN_WIDTH)
 
+    def why_no_solve(self, footage: tuple[int, int] | None) -> str | None:
+        """Why the camera solve does not run on ``footage`` (W, H) when it was left to the default; None otherwise."""
+        if self.refine is not None or footage is None or self.solves(footage[0]):
+            return None
+        return (f"no camera solve: the footage ({footage[0]}x{footage[1]}) is under {SOLVE_MIN_WIDTH} px wide, too "
+                "small for its tracks to beat the network's cameras (--refine solves it anyway)")
+
     @model_validator(mode="after")
     def _overlap_below_window(self) -> "StreamSettings":
         if self.overlap >= self.window:
