@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import save_results  # noqa: E402  (beside this script)
 
 from core.engine import reconstruct  # noqa: E402
+from core.geometry.rotations import rotation_angle_deg  # noqa: E402
 from core.geometry.transforms import umeyama_sim3  # noqa: E402
 from core.metrics import ate  # noqa: E402
 from core.run.rundir import RunDir  # noqa: E402
@@ -52,13 +53,13 @@ def measure(scene: Scene, run: RunDir) -> dict:
     s, R, t = umeyama_sim3(truth[:, :3, 3], poses[:, :3, 3])
     run_from_truth = np.eye(4)
     run_from_truth[:3, :3], run_from_truth[:3, 3] = s * R, t
-    scene_from_truth = run.scene_transform().matrix() @ run_from_truth
+    scene_world = run.scene_transform()
+    scene_from_truth = scene_world.matrix() @ run_from_truth
     c = scene.config
     ground = np.array([[x, c.ground_height, z] for x in (-6.0, -2.0, 2.0, 6.0) for z in (2.0, 6.0, 12.0, 25.0)])
     ground_z = ground @ scene_from_truth[:3, :3].T + scene_from_truth[:3, 3]
-    height = float(np.median(run.scene_transform().apply_poses(poses)[:, 2, 3]))
-    rel = np.einsum("fji,fjk->fik", R @ truth[:, :3, :3], poses[:, :3, :3])
-    angle = np.degrees(np.arccos(np.clip((np.trace(rel, axis1=1, axis2=2) - 1) / 2, -1, 1)))
+    height = float(np.median(scene_world.apply_poses(poses)[:, 2, 3]))
+    angle = rotation_angle_deg(np.einsum("fji,fjk->fik", R @ truth[:, :3, :3], poses[:, :3, :3]))
     err = ate(poses, truth)
     return {"ground_off": float(np.abs(ground_z[:, 2]).max() / height), "heading_deg": float(angle.mean()),
             "ate_over_length": err["rmse_over_length"]}
