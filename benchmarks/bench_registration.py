@@ -1,10 +1,11 @@
 """Registration cost per frame: Sim(3) alone and Sim(3) + layer-wise scale alignment (LSA).
 
 Synthetic-backbone windows (518x392, window 30, overlap 10, layer-scale inconsistency
-on) are predicted once up front; then the registration of each window after the
+on) of the textured synthetic scene's frames (real images: segmentation uses their colour,
+the parallax measurement tracks them) are predicted once up front; then the registration of each window after the
 first is timed, ``--repeats`` times, with LSA off and on. A window adds
 ``window - overlap`` frames to the stream, so cost per frame = cost per window / 20.
-LSA's own split (segmentation, matching, scale solve, keyframe memory, apply) comes
+LSA's own split (segmentation, matching, scale solve, keyframe memory, parallax, apply) comes
 from its timings; the time to add a window's keyframes to the memory counts in the
 window's total. The keyframe memory fills up (12 keyframes, one every 10 frames)
 within the default 8 windows.
@@ -34,15 +35,16 @@ from core.layer_align import LayerAligner  # noqa: E402
 from core.registration import register_window  # noqa: E402
 from core.synthetic import Scene, SceneConfig, SyntheticBackbone, SyntheticNoise  # noqa: E402
 
-STAGES = ("segment", "match", "solve", "memory", "apply")
+STAGES = ("segment", "match", "solve", "memory", "parallax", "apply")
 
 
 def predict_windows(width: int, height: int, window: int, overlap: int, count: int) -> list:
     step = window - overlap
-    scene = Scene(SceneConfig(width=width, height=height, num_frames=window + (count - 1) * step))
+    scene = Scene(SceneConfig(width=width, height=height, num_frames=window + (count - 1) * step, texture=True))
     backbone = SyntheticBackbone(scene, SyntheticNoise(seed=0), (width, height))
-    images = np.zeros((window, height, width, 3), np.uint8)
-    return [backbone.predict(images, np.arange(k * step, k * step + window)) for k in range(count)]
+    images = np.stack([scene.render(f, width, height)["colors"] for f in range(window + (count - 1) * step)])
+    return [backbone.predict(images[k * step:k * step + window], np.arange(k * step, k * step + window))
+            for k in range(count)]
 
 
 def time_stream(preds: list, overlap: int, layer_align: bool) -> tuple[list[float], list[dict[str, float]]]:

@@ -77,17 +77,31 @@ class Reference:
                    frame_K=cat("frame_K") if zoom else None)
 
 
+@dataclass
+class Refinement:
+    """What a depth refiner changes in a registered window.
+
+    Attributes:
+        depth_factor: (N, H, W) float32 factor for the window's Sim(3)-scaled depth.
+        path_log_scale: log factor for the window's camera translations relative to its Sim(3)
+            scale: the camera path re-scaled to agree with the refined depth (0 keeps the Sim(3) path).
+    """
+
+    depth_factor: np.ndarray
+    path_log_scale: float = 0.0
+
+
 class DepthRefiner(Protocol):
     """A stateful correction of the Sim(3)-registered depth (layer-wise scale alignment is one).
 
-    The engine calls ``refine`` for every window after the first, ``observe`` for
-    every registered window (the first included), and ``restore`` once with the
-    windows on disk when a run resumes.
+    The engine calls ``refine`` for every window (with no reference for the first, whose
+    camera path is the world's and is not rescaled), ``observe`` for every registered
+    window, and ``restore`` once with the windows on disk when a run resumes.
     """
 
-    def refine(self, reference: Reference, depth: np.ndarray, mask: np.ndarray, conf: np.ndarray,
-               poses: np.ndarray, K: np.ndarray, colors: np.ndarray | None = None) -> np.ndarray:
-        """(N, H, W) float32 factor for the window's Sim(3)-scaled ``depth`` (N, H, W).
+    def refine(self, reference: Reference | None, depth: np.ndarray, mask: np.ndarray, conf: np.ndarray,
+               poses: np.ndarray, K: np.ndarray, colors: np.ndarray | None = None) -> Refinement:
+        """The depth factor for the window's Sim(3)-scaled ``depth`` (N, H, W), and its camera path's scale.
 
         ``mask`` and ``conf`` are the window's confident pixels and confidence, ``poses``
         its (N, 4, 4) world camera-to-world poses, ``K`` the fixed (3, 3) intrinsics (with a zoom,
@@ -280,10 +294,15 @@ def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.n
         R, t = overlap_rigid(reference.poses, pred.poses[:o], scale, arm)
         poses = apply_sim3_to_poses(scale, R, t, pred.poses)
         depth = depth * np.float32(scale)
-        if refiner is not None:
-            factor = np.asarray(refiner.refine(reference, depth, mask, pred.conf, poses,
-                                               K if frame_K is None else frame_K, pred.colors), np.float32)
         first_new = o
+    if refiner is not None:
+        refined = refiner.refine(reference, depth, mask, pred.conf, poses, K if frame_K is None else frame_K,
+                                 pred.colors)
+        factor = np.asarray(refined.depth_factor, np.float32)
+        if reference is not None and refined.path_log_scale:
+            path_scale = scale * float(np.exp(refined.path_log_scale))
+            R, t = overlap_rigid(reference.poses, pred.poses[:first_new], path_scale, arm)
+            poses = apply_sim3_to_poses(path_scale, R, t, pred.poses)
     sim3_depth = depth
     if factor is not None:
         factor = factor.astype(np.float16).astype(np.float32)  # as stored, so a resumed run continues exactly

@@ -135,8 +135,8 @@ def test_aligner_counts_windows_and_resume_continues_the_consensus():
     resumed = LayerAligner(params)
     resumed.restore(windows[:3])
     assert resumed.windows == 3 and resumed.history() == histories[3]
-    # with no history the refiner leaves the Sim(3) depth as it is
-    none = LayerAligner(LayerAlignParams(history_windows=0))
+    # with no history and no parallax measurement the refiner leaves the Sim(3) depth as it is
+    none = LayerAligner(LayerAlignParams(history_windows=0, parallax_gap=0))
     none.restore(windows[:1])
     first, K0 = register_window(0, preds[0], overlap=4, K=None, reference=None, conf_keep=0.5)
     second, _ = register_window(1, preds[1], overlap=4, K=K0, reference=first.reference, conf_keep=0.5, refiner=none)

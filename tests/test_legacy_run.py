@@ -29,6 +29,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "legacy_run"
 CLI = [str(Path(sys.executable).with_name("laser-blender"))]
 SCENE = SceneConfig(width=64, height=48, num_frames=24)  # what the fixture's clip was rendered from
 STREAM = ["--window", "8", "--overlap", "3"]
+WITHOUT_PARALLAX = ["--lsa-parallax-gap", "0"]  # as the fixture's code registered
 
 
 def _cli(*args):
@@ -77,11 +78,17 @@ def test_legacy_run_resumes_like_an_uninterrupted_run(legacy, clip, tmp_path):
     manifest["source"]["path"] = manifest["job"]["input"] = str(video)
     manifest["job"]["synthetic_scene"] = str(gt)
     (legacy / "run.json").write_text(json.dumps(manifest))
+    # It was registered before layer alignment measured parallax: resuming it with today's default
+    # would not continue it alike, and is refused naming the option.
+    assert RunDir(legacy).read_manifest().settings.layer.parallax_gap == 0
     r = _cli("reconstruct", video, "-o", legacy, "--backbone", "synthetic", "--synthetic-scene", gt, *STREAM,
              "--resume")
+    assert r.returncode == 2 and "parallax_gap 0 (now 10)" in r.stderr, r.stderr
+    r = _cli("reconstruct", video, "-o", legacy, "--backbone", "synthetic", "--synthetic-scene", gt, *STREAM,
+             *WITHOUT_PARALLAX, "--resume")
     assert r.returncode == 0, r.stderr
     r = _cli("reconstruct", video, "-o", tmp_path / "fresh", "--backbone", "synthetic", "--synthetic-scene", gt,
-             *STREAM)
+             *STREAM, *WITHOUT_PARALLAX)
     assert r.returncode == 0, r.stderr
     manifest = RunDir(legacy).read_manifest()
     assert manifest.status == RunStatus.complete and manifest.frames_done == 24 and manifest.windows_done == 5

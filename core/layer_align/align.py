@@ -9,12 +9,15 @@ import numpy as np
 
 from core.layer_align.apply import pixel_factors
 from core.layer_align.keyframes import KeyframeMemory
-from core.layer_align.link import overlap_matches, temporal_links
+from core.layer_align.link import layer_tracks, overlap_matches, temporal_links
 from core.layer_align.memory import memory_scales
+from core.layer_align.parallax import parallax_scales, path_offset, shrinkage
 from core.layer_align.params import LayerAlignResult
 from core.layer_align.segment import block_chroma, log_depth, sample_grid, segment_layers
 from core.layer_align.solve import combine_pairs, confidence_weights, pair_scales, propagate
 from core.run.settings import LayerAlignParams
+
+TRACK_IOU = 0.5  # temporal links at least this strong join two layers into one track (the parallax solve's unit)
 
 
 @dataclass
@@ -114,9 +117,9 @@ def align_layers(inp: LayerAlignInput, params: LayerAlignParams | None = None,
     log_scale, source = propagate(new, links, z_new, direct, direct_weight, p.temporal_weight, p.link_log)
 
     t3 = time.perf_counter()
+    weight_all = confidence_weights(sample_grid(inp.conf, s), np.isfinite(z_new))
+    weight_all *= np.where(sample_grid(inp.mask, s), np.float32(1), np.float32(p.unconfident_weight))
     if memory is not None and len(memory):
-        weight_all = confidence_weights(sample_grid(inp.conf, s), np.isfinite(z_new))
-        weight_all *= np.where(sample_grid(inp.mask, s), np.float32(1), np.float32(p.unconfident_weight))
         remembered, remembered_weight = memory_scales(memory, inp.poses, inp.K, inp.depth, new, z_new,
                                                       weight_all, direct_weight == 0, p)
         differs = (remembered_weight > 0) & ((source == 0) | (np.abs(remembered - log_scale) > p.memory_gate_log))
@@ -126,15 +129,32 @@ def align_layers(inp: LayerAlignInput, params: LayerAlignParams | None = None,
             log_scale, source = propagate(new, links, z_new, direct, direct_weight, p.temporal_weight, p.link_log)
             source[differs] = 3
     log_scale = inp.history * log_scale
-    layer_scale = np.exp(log_scale).astype(np.float32)
 
     t4 = time.perf_counter()
-    factor = pixel_factors(inp.depth, new.labels, z_new, layer_scale, s)
+    parallax_share = np.zeros(new.count)
+    path_log_scale = 0.0
+    if p.parallax_gap > 0 and inp.colors is not None and inp.poses is not None and inp.K is not None:
+        track, _ = layer_tracks(new, links, TRACK_IOU)
+        measured = parallax_scales(z_new, inp.colors, inp.poses, inp.K, new, weight_all, track, log_scale, s, p)
+        # the window's camera path: its scale is the Sim(3)'s fit to the raw depth, so it carries
+        # the window's mix of layer errors; the parallax measures it against the layers
+        offset = path_offset(measured, log_scale, new.area)
+        path_log_scale = -offset * float(shrinkage(np.array([offset]), np.array([measured.total]),
+                                                   p.parallax_bias)[0])
+        discrepancy = measured.log_scale - offset - log_scale
+        parallax_share = shrinkage(discrepancy, measured.information, p.parallax_bias)
+        log_scale = log_scale + parallax_share * discrepancy
+    layer_scale = np.exp(log_scale).astype(np.float32)
+
     t5 = time.perf_counter()
+    factor = pixel_factors(inp.depth, new.labels, z_new, layer_scale, s)
+    t6 = time.perf_counter()
 
     return LayerAlignResult(
         depth=inp.depth * factor, depth_factor=factor, labels=new.labels, layer_frame=new.frame,
         layer_scale=layer_scale, layer_source=source,
         pairs_solved=int(accepted.size), pairs_rejected=int((~accepted).sum()),
-        timings={"segment": t1 - t0, "match": t2 - t1, "solve": t3 - t2, "memory": t4 - t3, "apply": t5 - t4},
+        parallax_share=parallax_share.astype(np.float32), path_log_scale=path_log_scale,
+        timings={"segment": t1 - t0, "match": t2 - t1, "solve": t3 - t2, "memory": t4 - t3,
+                 "parallax": t5 - t4, "apply": t6 - t5},
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -12,12 +12,11 @@ from core.layer_align.params import LayerAlignResult
 from core.run.arrays import AlignedWindow
 from core.run.settings import LayerAlignParams
 
-if TYPE_CHECKING:
-    from core.registration import Reference
+from core.registration import Reference, Refinement
 
 
 class LayerAligner:
-    """Layer-wise scale alignment of every window after the first (a ``core.registration.DepthRefiner``).
+    """Layer-wise scale alignment of every window (a ``core.registration.DepthRefiner``).
 
     Each layer's depth becomes a running mean, in log depth, over the windows that came
     before and this one: window ``n`` (0-based) moves its layers ``m / (m + w)`` of the way
@@ -49,22 +48,29 @@ class LayerAligner:
         m = min(self.windows, self.params.history_windows)
         return m / (m + self.params.window_weight)
 
-    def refine(self, reference: Reference, depth: np.ndarray, mask: np.ndarray, conf: np.ndarray,
-               poses: np.ndarray, K: np.ndarray, colors: np.ndarray | None = None) -> np.ndarray:
-        """(N, H, W) float32 per-pixel factor correcting each layer's scale of the Sim(3)-scaled ``depth``.
+    def refine(self, reference: Reference | None, depth: np.ndarray, mask: np.ndarray, conf: np.ndarray,
+               poses: np.ndarray, K: np.ndarray, colors: np.ndarray | None = None) -> Refinement:
+        """The (N, H, W) per-pixel factor correcting each layer's scale of the Sim(3)-scaled ``depth``, and
+        the scale of the window's camera path that agrees with it (from the parallax inside the window).
 
         Args:
-            reference: the previous window's registered tail (its final depth is matched).
+            reference: the previous window's registered tail (its final depth is matched); None for the
+                first window, whose layers only the parallax inside it corrects.
             depth: (N, H, W) the new window's depth after the Sim(3).
             mask, conf: (N, H, W) its confident pixels and confidence.
             poses: (N, 4, 4) its world camera-to-world poses; K: (3, 3) intrinsics, (N, 3, 3) with a zoom.
             colors: (N, H, W, 3) uint8 its frames (used with the reference's colours, when both are known).
         """
+        if reference is None:
+            shape = (0, *depth.shape[1:])
+            reference = Reference(frames=np.zeros(0, np.int64), poses=np.zeros((0, 4, 4)),
+                                  depth=np.zeros(shape, np.float32), mask=np.zeros(shape, bool),
+                                  colors=None if colors is None else np.zeros((*shape, 3), np.uint8))
         inp = LayerAlignInput(ref_depth=reference.depth, ref_mask=reference.mask, depth=depth, mask=mask,
                               conf=conf, overlap=len(reference.frames), poses=poses, K=K, history=self.history(),
                               colors=colors, ref_colors=reference.colors if colors is not None else None)
         self.last = align_layers(inp, self.params, self.memory)
-        return self.last.depth_factor
+        return Refinement(self.last.depth_factor, self.last.path_log_scale)
 
     def observe(self, window: AlignedWindow) -> None:
         """Remember the keyframes among a registered window's frames."""

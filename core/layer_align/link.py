@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from core.layer_align.segment import Layers
 
@@ -91,3 +93,20 @@ def overlap_matches(ref: Layers, new: Layers, overlap: int, min_cover: float) ->
     src, dst, inter = co_occurrence(ref.labels[:overlap], new.labels[:overlap], new.count)
     cover = inter / np.maximum(new.area[dst], 1)
     return Links(src, dst, inter, cover).select(cover >= min_cover)
+
+
+def layer_tracks(layers: Layers, links: Links, min_iou: float) -> tuple[np.ndarray, int]:
+    """Group the layers of a window into tracks: one surface followed from frame to frame.
+
+    Layers joined by a temporal link of IoU at least ``min_iou`` are the same surface; the
+    weaker links of a split or merge (an object joining the ground it stands on for a
+    frame) do not join tracks.
+
+    Returns:
+        (track, count): (L,) int64 track id of each layer, and the number of tracks.
+    """
+    keep = links.weight >= min_iou
+    graph = coo_matrix((np.ones(int(keep.sum())), (links.src[keep], links.dst[keep])),
+                       shape=(layers.count, layers.count))
+    count, track = connected_components(graph, directed=False)
+    return track.astype(np.int64), int(count)

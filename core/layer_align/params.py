@@ -20,10 +20,14 @@ class LayerAlignResult:
         layer_scale: (L,) float32 scale applied to each layer (1 = the window's Sim(3) scale).
         layer_source: (L,) int8 where a layer's scale came from: 0 none, 1 overlap match,
             2 propagated from the previous frame only, 3 keyframe memory.
+        parallax_share: (L,) share of each layer's log scale that came from the parallax inside the
+            window (0: the earlier windows' alone, see ``parallax.parallax_scales``).
+        path_log_scale: log factor for the window's camera translations that makes its camera path
+            agree with the corrected depth (0: keep the Sim(3) path).
         pairs_solved: matched (reference layer, new layer) pairs with a robust scale.
         pairs_rejected: of those, pairs rejected as outliers.
         timings: seconds spent in "segment", "match", "solve", "memory" (keyframe
-            memory measurements and the second propagation), "apply".
+            memory measurements and the second propagation), "parallax", "apply".
     """
 
     depth: np.ndarray
@@ -32,6 +36,8 @@ class LayerAlignResult:
     layer_frame: np.ndarray
     layer_scale: np.ndarray
     layer_source: np.ndarray
+    parallax_share: np.ndarray | None = None
+    path_log_scale: float = 0.0
     pairs_solved: int = 0
     pairs_rejected: int = 0
     timings: dict[str, float] = field(default_factory=dict)

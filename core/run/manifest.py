@@ -104,6 +104,17 @@ class RunManifest(BaseModel):
     error: str | None = None
     job: dict[str, Any] | None = Field(None, description="the job as given, so a resume or re-run repeats it")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _registered_without_parallax(cls, data: Any) -> Any:
+        """Runs written before layer alignment measured parallax (their settings name no
+        ``parallax_gap``) were registered without it: read them so, so a resume continues them alike."""
+        settings = data.get("settings") if isinstance(data, dict) else None
+        if isinstance(settings, dict) and "parallax_gap" not in (settings.get("layer") or {}):
+            layer = {**(settings.get("layer") or {}), "parallax_gap": 0}
+            data = {**data, "settings": {**settings, "layer": layer}}
+        return data
+
 
 class PredictionsMeta(BaseModel):
     """``predictions/meta.json``: window layout and resolution of the raw predictions.

@@ -142,11 +142,28 @@ class LayerAlignParams(BaseModel):
         "a keyframe-memory scale counts only when at least this many sample blocks agree with it"))
     history_windows: int = Field(8, ge=0, description=(
         "each layer's depth is a running mean over this many earlier windows and the current one (log depth), "
-        "so per-window errors, the first window's included, average out; 0 keeps the Sim(3) depth"))
+        "so per-window errors, the first window's included, average out; 0 keeps the Sim(3) depth (apart from "
+        "the parallax measurement)"))
     window_weight: FiniteFloat = Field(1.0, gt=0, le=1, description=(
         "weight of a new window in that running mean relative to each earlier one: consecutive windows "
         "share frames and a network's errors drift slowly, so a new window is not an independent "
         "measurement; lower keeps the layers steadier over time, 1 is the plain mean"))
+    parallax_gap: int = Field(10, ge=0, description=(
+        "frames between the two cameras whose parallax measures each layer's scale inside a window (a layer "
+        "with the wrong depth scale does not meet itself when seen from both); 0 turns the parallax "
+        "measurement off"))
+    parallax_bias: NonNegative = Field(0.02, description=(
+        "least error (log depth) of a parallax measurement, which no number of samples averages out (the "
+        "tracker's and the poses' biases): a layer's scale, and the camera path's, move to the parallax "
+        "measurement only as far as it clearly disagrees with them beyond its error"))
+    parallax_noise: Positive = Field(0.5, description=(
+        "tracking noise (pixels) of one sample followed into the other camera"))
+    parallax_floor: NonNegative = Field(0.2, description=(
+        "image-motion error (pixels) shared by all samples of a layer in one pair of frames (the poses' "
+        "errors): a layer's parallax measurement is never more precise than this over its parallax"))
+    parallax_texture: NonNegative = Field(1e-4, description=(
+        "least corner strength (smallest eigenvalue of the 5x5 structure tensor of the frame, as OpenCV's "
+        "cornerMinEigenVal) a sample needs to be tracked for the parallax measurement"))
 
     @field_validator("bridge")
     @classmethod

@@ -44,22 +44,25 @@ class SyntheticSource:
         img = self.scene.render(i, k * w, k * h)["colors"]
         return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA) if k > 1 else img
 
+    def _network_input(self, i: int, geometry: InputGeometry | None, footage: np.ndarray | None) -> np.ndarray:
+        """Frame ``i`` through ``geometry``: a plain resize is rendered directly at its size (cheaper than the
+        footage), so the network sees the same image whether or not the footage is also asked for."""
+        if geometry is not None and geometry.offset == (0, 0) and geometry.resized == geometry.size:
+            return self.scene.render(i, *geometry.size)["colors"]
+        return apply_geometry(self._footage(i) if footage is None else footage, geometry)
+
     def frames(self, geometry: InputGeometry | None = None, skip: int = 0,
                warn=None) -> Iterator[tuple[int, np.ndarray]]:
-        """``(index, image)``: the footage frame through ``geometry`` (a plain resize is rendered directly)."""
-        direct = geometry is not None and geometry.offset == (0, 0) and geometry.resized == geometry.size
+        """``(index, image)``: the footage frame through ``geometry``."""
         for i in range(skip, self.info.num_frames):
-            if direct:
-                yield i, self.scene.render(i, *geometry.size)["colors"]
-            else:
-                yield i, apply_geometry(self._footage(i), geometry)
+            yield i, self._network_input(i, geometry, None)
 
     def frame_pairs(self, geometry: InputGeometry | None = None, skip: int = 0,
                     warn=None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """``(index, network input, footage frame)`` from one render per frame."""
+        """``(index, network input, footage frame)``; the network input as :meth:`frames` gives it."""
         for i in range(skip, self.info.num_frames):
             img = self._footage(i)
-            yield i, apply_geometry(img, geometry), img
+            yield i, self._network_input(i, geometry, img), img
 
 
 def render_clip(out_dir: Path, config: SceneConfig = SceneConfig(),

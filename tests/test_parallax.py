@@ -1,0 +1,128 @@
+"""Layer scales from the parallax inside a window, and the camera path rescaled to agree with the depth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.layer_align import LayerAligner, LayerAlignInput, align_layers
+from core.layer_align.link import layer_tracks, temporal_links
+from core.layer_align.parallax import parallax_scales, partner_frames, shrinkage
+from core.layer_align.segment import block_chroma, log_depth, sample_grid, segment_layers
+from core.layer_align.solve import confidence_weights
+from core.registration import register_window
+from core.run.arrays import WindowPrediction
+from core.run.settings import LayerAlignParams
+from core.synthetic import Scene, SceneConfig, SyntheticBackbone, SyntheticNoise
+
+SIZE = (192, 144)
+FIRST = 40  # the camera dollies and sways here: a window of 20 frames sees parallax
+FRAMES = np.arange(FIRST, FIRST + 20)
+
+
+@pytest.fixture(scope="module")
+def scene() -> Scene:
+    return Scene(SceneConfig(width=SIZE[0], height=SIZE[1], num_frames=120, texture=True))
+
+
+def _predict(scene: Scene, noise: SyntheticNoise, frames: np.ndarray = FRAMES) -> WindowPrediction:
+    images = np.stack([scene.render(int(f), *SIZE)["colors"] for f in frames])
+    return SyntheticBackbone(scene, noise, SIZE).predict(images, frames)
+
+
+def _measure(scene: Scene, pred: WindowPrediction, params: LayerAlignParams):
+    """Per scene layer (ground-truth id): the largest segmented layer's measurement and its true log factor."""
+    s = params.stride
+    z = log_depth(sample_grid(pred.points[..., 2], s))
+    layers = segment_layers(z, params, block_chroma(pred.colors, s))
+    links = temporal_links(layers, z, params.link_iou, params.link_cover, params.link_log)
+    track, _ = layer_tracks(layers, links, 0.5)
+    weight = confidence_weights(sample_grid(pred.conf, s), np.isfinite(z))
+    K = scene.K(*SIZE)
+    measured = parallax_scales(z, pred.colors, pred.poses.astype(np.float64), K, layers, weight, track,
+                               np.zeros(layers.count), s, params)
+    truth = sample_grid(np.stack([scene.render(int(f), *SIZE)["layers"] for f in pred.frames]), s)
+    majority = np.array([np.bincount(truth[layers.labels == k]).argmax() for k in range(layers.count)])
+    return layers, measured, majority
+
+
+def test_partner_frames_stay_in_the_window():
+    assert partner_frames(30, 10).tolist() == [*range(10, 30), *range(10, 20)]
+    assert partner_frames(6, 10).tolist() == [5, 5, 5, 0, 0, 0]  # shorter than the gap: the far end
+
+
+@pytest.mark.parametrize("exact,tolerance", [(True, 0.015), (False, 0.05)])
+def test_parallax_recovers_each_layers_depth_error(scene, exact, tolerance):
+    """Each layer's depth is off by its own factor; the camera motion measures it, where there is parallax.
+    Exact: only the layer errors; else also the default pose and depth noise (which bias it by a few %)."""
+    noise = SyntheticNoise(seed=3, window_sim3=False)
+    if exact:
+        noise = SyntheticNoise(seed=3, window_sim3=False, depth_noise=0.0, pose_rot_deg=0.0, pose_trans=0.0)
+    pred = _predict(scene, noise)
+    truth = -np.log(SyntheticBackbone(scene, noise, SIZE).layer_scales(FIRST))
+    layers, measured, majority = _measure(scene, pred, LayerAlignParams())
+    ground = (majority == 0) & (layers.area > 100)
+    assert ground.sum() >= len(FRAMES) and (measured.information[ground] > 0).all()
+    assert np.abs(measured.log_scale[ground] - truth[0]).max() < tolerance, (measured.log_scale[ground][0], truth[0])
+    # every layer measured precisely (sd under 5 %) is within 3 sd plus the tolerance of the truth
+    precise = (measured.information > 1 / 0.05 ** 2) & (layers.area > 20)
+    assert len(set(majority[precise])) >= 2
+    sd = 1 / np.sqrt(measured.information[precise])
+    assert np.all(np.abs(measured.log_scale[precise] - truth[majority[precise]]) < 3 * sd + tolerance)
+
+
+def test_no_baseline_is_no_measurement(scene):
+    """Cameras that only rotate (every centre the same) show no parallax: nothing is measured."""
+    pred = _predict(scene, SyntheticNoise.none(seed=1))
+    poses = pred.poses.copy()
+    poses[:, :3, 3] = poses[0, :3, 3]
+    still = WindowPrediction(frames=pred.frames, points=pred.points, poses=poses, conf=pred.conf, colors=pred.colors)
+    _, measured, _ = _measure(scene, still, LayerAlignParams())
+    assert np.all(measured.information == 0) and np.all(measured.log_scale == 0)
+
+
+def test_shrinkage_applies_clear_corrections_only():
+    share = shrinkage(np.array([0.005, 0.1, 0.1, 0.0]), np.array([1e6, 1e6, 0.0, 1e6]), bias=0.02)
+    assert share[0] == 0  # within the measurement's least error
+    assert 0.9 < share[1] < 1  # far beyond it
+    assert share[2] == 0 and share[3] == 0  # not measured; nothing to correct
+
+
+def test_camera_path_rescaled_to_the_depth(scene):
+    """A window whose cameras move 20 % too far for its depth: the layers keep their depth, the path shrinks."""
+    pred = _predict(scene, SyntheticNoise.none(seed=1))
+    poses = pred.poses.copy()
+    poses[:, :3, 3] = poses[0, :3, 3] + 1.2 * (poses[:, :3, 3] - poses[0, :3, 3])
+    n, h, w = pred.points.shape[:3]
+    depth = pred.points[..., 2]
+    empty = np.zeros((0, h, w))
+    result = align_layers(LayerAlignInput(ref_depth=empty.astype(np.float32), ref_mask=empty.astype(bool),
+                                          depth=depth, mask=np.ones((n, h, w), bool), conf=pred.conf, overlap=0,
+                                          poses=poses.astype(np.float64), K=scene.K(*SIZE), colors=pred.colors))
+    assert result.path_log_scale == pytest.approx(-np.log(1.2), abs=0.02)
+    assert np.abs(np.log(result.depth_factor)).max() < 0.02  # the layers agree with each other: unchanged
+
+
+def test_registration_scales_a_windows_path_to_its_depth(scene):
+    """End to end: the second window's network cameras move 20 % too far for its depth. Sim(3) keeps that
+    in the camera path; layer alignment measures it by parallax and registers the path at the depth's scale."""
+    noise = SyntheticNoise.none(seed=2)
+    first = _predict(scene, noise, np.arange(FIRST - 14, FIRST + 6))
+    second = _predict(scene, noise)
+    poses = second.poses.copy()
+    poses[:, :3, 3] = poses[0, :3, 3] + 1.2 * (poses[:, :3, 3] - poses[0, :3, 3])
+    second = WindowPrediction(frames=second.frames, points=second.points, poses=poses, conf=second.conf,
+                              colors=second.colors)
+
+    def step_ratio(refiner) -> float:
+        """Camera steps of the second window's new frames over the first window's, against the truth's."""
+        a, K = register_window(0, first, overlap=6, K=None, reference=None, conf_keep=0.5, refiner=refiner)
+        if refiner is not None:
+            refiner.observe(a.window)
+        b, _ = register_window(1, second, overlap=6, K=K, reference=a.reference, conf_keep=0.5, refiner=refiner)
+        steps = lambda p: np.linalg.norm(np.diff(p[:, :3, 3], axis=0), axis=1).sum()  # noqa: E731
+        true = lambda f: steps(np.stack([scene.pose(int(i)) for i in f]))  # noqa: E731
+        return (steps(b.window.poses) / true(b.window.frames)) / (steps(a.window.poses) / true(a.window.frames))
+
+    assert step_ratio(None) == pytest.approx(1.2, abs=0.02)
+    assert step_ratio(LayerAligner()) == pytest.approx(1.0, abs=0.03)
