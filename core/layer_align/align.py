@@ -138,7 +138,7 @@ def align_layers(inp: LayerAlignInput, params: LayerAlignParams | None = None,
         measured = parallax_scales(z_new, inp.colors, inp.poses, inp.K, new, weight_all, track, log_scale, s, p)
         # the window's camera path: its scale is the Sim(3)'s fit to the raw depth, so it carries
         # the window's mix of layer errors; the parallax measures it against the layers
-        offset = path_offset(measured, log_scale, new.area)
+        offset = path_offset(measured, log_scale, new.area, p.parallax_bias)
         path_log_scale = -offset * float(shrinkage(np.array([offset]), np.array([measured.total]),
                                                    p.parallax_bias)[0])
         discrepancy = measured.log_scale - offset - log_scale

@@ -234,19 +234,22 @@ def parallax_scales(z: np.ndarray, colors: np.ndarray, poses: np.ndarray, K: np.
     return ParallaxScales(np.where(measured, x, 0.0)[track], information[track], float(information.sum()))
 
 
-def path_offset(measured: ParallaxScales, log_scale: np.ndarray, area: np.ndarray) -> float:
+def path_offset(measured: ParallaxScales, log_scale: np.ndarray, area: np.ndarray, bias: float) -> float:
     """Log scale by which the window's camera path differs from its layers' depth.
 
     The parallax ties each layer to the window's own camera path, whose scale is the
     Sim(3)'s fit to the depth, so it carries the window's mix of layer errors; the
-    offset shared by all layers (their weighted median difference from ``log_scale``,
-    weighted by information and area) is that path scale, not a layer error.
+    offset shared by the layers (the weighted median of their difference from
+    ``log_scale``) is that path scale, not a layer error. A layer weighs its area over its
+    measurement's variance including ``bias ** 2``: every layer measured well counts by its
+    size, so a small near object with much parallax does not outweigh the ground.
 
     Args:
         measured: the parallax measurement; log_scale: (L,) the consensus log scales;
-        area: (L,) samples per layer.
+        area: (L,) samples per layer; bias: the measurement's least error (log).
     """
-    w = measured.information * area
+    with np.errstate(divide="ignore"):
+        w = np.where(measured.information > 0, area / (1.0 / measured.information + bias ** 2), 0.0)
     if not (w > 0).any():
         return 0.0
     return float(group_weighted_median(measured.log_scale - log_scale, np.zeros(w.size, np.int64), w, 1)[0])
