@@ -11,7 +11,9 @@ into the world of the first window:
 3. Sim(3): a robust (IRLS) scale from the overlap depths, then rotation and
    translation by weighted Kabsch on the overlap cameras' centres plus points along
    their view and up directions;
-4. optional depth refinement hook (layer-wise scale alignment) on the scaled depth.
+4. optional depth refinement hook (layer-wise scale alignment) on the scaled depth, which
+   may also rescale the window's camera path to agree with the refined depth (the overlap
+   rotation and translation are then fitted again at that scale).
 
 Conventions: OpenCV camera axes, camera-to-world poses, depth is z.
 """
@@ -259,7 +261,8 @@ def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.n
         conf_keep: share of confident pixels kept.
         focal_px: known focal length at prediction resolution (first window only).
         refiner: optional depth refiner (layer-wise scale alignment) run after the
-            Sim(3); the caller lets it ``observe`` the result.
+            Sim(3), on every window; after the first, the camera path takes the scale it
+            returns. The caller lets it ``observe`` the result.
         zoom: a zooming lens's state (``--zoom``): each frame gets its own intrinsics
             (the window's ``frame_K``; ``K`` is then their median and the refiner gets
             them per frame); None for a fixed lens.

@@ -12,6 +12,7 @@ from core.layer_align.segment import block_chroma, log_depth, sample_grid, segme
 from core.layer_align.solve import confidence_weights
 from core.registration import register_window
 from core.run.arrays import WindowPrediction
+from core.run.manifest import RunManifest
 from core.run.settings import LayerAlignParams
 from core.synthetic import Scene, SceneConfig, SyntheticBackbone, SyntheticNoise
 
@@ -126,3 +127,14 @@ def test_registration_scales_a_windows_path_to_its_depth(scene):
 
     assert step_ratio(None) == pytest.approx(1.2, abs=0.02)
     assert step_ratio(LayerAligner()) == pytest.approx(1.0, abs=0.03)
+
+
+def test_runs_written_before_the_parallax_read_without_it():
+    """run.json of an earlier version names no parallax_gap: that run was registered without it."""
+    old = RunManifest.model_validate({"settings": {"window": 20, "layer": {"max_scale": 1.5}}})
+    assert old.settings.layer.parallax_gap == 0 and old.settings.layer.max_scale == 1.5
+    older = RunManifest.model_validate({"settings": {"window": 20}})  # before layer settings were saved
+    assert older.settings.layer.parallax_gap == 0
+    today = RunManifest()
+    assert today.settings.layer.parallax_gap == 10
+    assert RunManifest.model_validate_json(today.model_dump_json()).settings.layer.parallax_gap == 10

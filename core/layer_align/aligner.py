@@ -9,10 +9,9 @@ import numpy as np
 from core.layer_align.align import LayerAlignInput, align_layers
 from core.layer_align.keyframes import KeyframeMemory
 from core.layer_align.params import LayerAlignResult
+from core.registration import Reference, Refinement
 from core.run.arrays import AlignedWindow
 from core.run.settings import LayerAlignParams
-
-from core.registration import Reference, Refinement
 
 
 class LayerAligner:
