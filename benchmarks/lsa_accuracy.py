@@ -27,7 +27,7 @@ the frames (in the LSA column; 1 in the Sim(3) column).
 Prints a table and writes JSON (``--json``):
 
     .venv/bin/python benchmarks/lsa_accuracy.py [--scenes default street room field] [--seeds 0 1 2]
-        [--windows 10] [--size 256x192] [--quick]
+        [--windows 10] [--size 256x192] [--texture] [--quick]
 """
 
 from __future__ import annotations
@@ -69,11 +69,12 @@ LARGE_LAYER = 0.005  # share of the frames a layer must cover to count for worst
 SPREAD_FLOOR = 0.005  # spreads are compared as (spread + this): below half a percent both are depth noise
 
 
-def scene_config(scene: str, seed: int, width: int, height: int, frames: int) -> SceneConfig:
-    """The scene of a type (its layout drawn from ``seed`` except for ``default``)."""
+def scene_config(scene: str, seed: int, width: int, height: int, frames: int, texture: bool = False) -> SceneConfig:
+    """The scene of a type (its layout drawn from ``seed`` except for ``default``); ``texture``: every
+    surface carries world-fixed texture (as real surfaces do), not only the checkered ground."""
     if scene == "default":
-        return SceneConfig(width=width, height=height, num_frames=frames)
-    return SCENE_TYPES[scene](seed, width=width, height=height, num_frames=frames)
+        return SceneConfig(width=width, height=height, num_frames=frames, texture=texture)
+    return SCENE_TYPES[scene](seed, width=width, height=height, num_frames=frames, texture=texture)
 
 
 def layer_shares(gt_dir: Path) -> dict[str, float]:
@@ -137,12 +138,13 @@ def change(before: float, after: float) -> float:
 
 
 def run_study(scenes: list[str], seeds: list[int], windows: int, size: tuple[int, int], window: int,
-              overlap: int, workdir: Path, scenarios: list[str], layer: dict | None = None) -> dict:
+              overlap: int, workdir: Path, scenarios: list[str], layer: dict | None = None,
+              texture: bool = False) -> dict:
     frames = window + (windows - 1) * (window - overlap)
     engine = EngineSettings(window=window, overlap=overlap, refine=False, layer=layer or {})
     results: dict = {"setup": {"layer": engine.layer.model_dump(), "scenes": scenes, "seeds": seeds,
                                "windows": windows, "frames": frames, "size": list(size), "window": window,
-                               "overlap": overlap}, "scenes": {}}
+                               "overlap": overlap, "texture": texture}, "scenes": {}}
     for scene_name in scenes:
         per_scenario: dict = {}
         clips: dict[int, tuple[Scene, Path]] = {}
@@ -151,7 +153,7 @@ def run_study(scenes: list[str], seeds: list[int], windows: int, size: tuple[int
             for seed in seeds:
                 layout = 0 if scene_name == "default" else seed
                 if layout not in clips:
-                    config = scene_config(scene_name, layout, size[0], size[1], frames)
+                    config = scene_config(scene_name, layout, size[0], size[1], frames, texture)
                     clips[layout] = (Scene(config), render_clip(workdir / f"clip_{scene_name}_{layout}", config)[1])
                 scene, gt_dir = clips[layout]
                 tag = f"{scene_name}_{name}_{seed}"
@@ -177,7 +179,8 @@ def run_study(scenes: list[str], seeds: list[int], windows: int, size: tuple[int
 def print_table(results: dict) -> None:
     s = results["setup"]
     print(f"LSA vs Sim(3)-only: {len(s['seeds'])} seeds x {s['windows']} windows ({s['frames']} frames) "
-          f"at {s['size'][0]}x{s['size'][1]}, window {s['window']}, overlap {s['overlap']}")
+          f"at {s['size'][0]}x{s['size'][1]}, window {s['window']}, overlap {s['overlap']}"
+          + (", textured" if s.get("texture") else ""))
     print(f"{'scene':8s} {'scenario':20s} {'metric':11s} {'Sim(3) only':>12s} {'LSA':>10s} {'change':>8s}   per seed")
     for scene, scenarios in results["scenes"].items():
         for name, r in scenarios.items():
@@ -202,6 +205,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--lsa", nargs="+", default=[], metavar="NAME=VALUE",
                     help="LayerAlignParams fields to change, e.g. history_windows=4")
+    ap.add_argument("--texture", action="store_true",
+                    help="world-fixed texture on every surface (as real footage has): the parallax measurement "
+                         "then sees every surface, not only the checkered ground and the objects' edges")
     ap.add_argument("--quick", action="store_true",
                     help="for iterating: seed 0 only, 8 windows at 192x144 (explicit --seeds/--windows/--size win)")
     args = ap.parse_args()
@@ -213,7 +219,7 @@ def main() -> None:
     size = tuple(int(v) for v in args.size.lower().split("x"))
     with tempfile.TemporaryDirectory(prefix="lsa_accuracy_") as tmp:
         results = run_study(args.scenes, args.seeds, args.windows, size, args.window, args.overlap, Path(tmp),
-                            args.scenarios, dict(kv.split("=", 1) for kv in args.lsa))
+                            args.scenarios, dict(kv.split("=", 1) for kv in args.lsa), args.texture)
     print_table(results)
     save_results(results, args.json)
 

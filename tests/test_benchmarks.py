@@ -44,7 +44,8 @@ def test_registration_benchmark(tmp_path):
     out = tmp_path / "registration.json"
     _bench("bench_registration.py", "--size", "96x72", "--windows", 3, "--repeats", 1, "--json", out)
     median = json.loads(out.read_text())["ms_per_frame_median"]
-    assert {"sim3_only", "sim3_plus_lsa", "lsa_segment", "lsa_match", "lsa_solve", "lsa_apply"} <= set(median)
+    assert {"sim3_only", "sim3_plus_lsa", "lsa_segment", "lsa_match", "lsa_solve", "lsa_parallax",
+            "lsa_apply"} <= set(median)
     assert all(v > 0 for v in median.values())
 
 
@@ -61,6 +62,8 @@ def test_farm_benchmark(tmp_path):
 @pytest.mark.parametrize("script,args", [
     ("bench_backbone_cpu.py", ["--frames", 2, "--size", "56x42", "--repeats", 1]),
     ("bench_blender_import.py", ["--points", 20_000, "--frames", 50, "--windows", 2]),
+    ("lsa_accuracy.py", ["--scenes", "street", "--seeds", 0, "--windows", 2, "--size", "96x72",
+                         "--scenarios", "layers", "--texture"]),
 ])
 def test_small_benchmarks_run(script, args):
     _bench(script, *args)
