@@ -152,7 +152,7 @@ class LayerAlignParams(BaseModel):
         "frames between the two cameras whose parallax measures each layer's scale inside a window (a layer "
         "with the wrong depth scale does not meet itself when seen from both); 0 turns the parallax "
         "measurement off"))
-    parallax_bias: NonNegative = Field(0.02, description=(
+    parallax_bias: NonNegative = Field(0.04, description=(
         "least error (log depth) of a parallax measurement, which no number of samples averages out (the "
         "tracker's and the poses' biases): a layer's scale, and the camera path's, move to the parallax "
         "measurement only as far as it clearly disagrees with them beyond its error"))
