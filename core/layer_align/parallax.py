@@ -91,13 +91,14 @@ def _gray(colors: np.ndarray) -> np.ndarray:
 
 
 SOURCE_STEP = 2  # every this-many-th frame of a window is tracked into its partner frame
-SAMPLES_PER_LAYER = 32  # samples tracked per layer of such a frame (drawn evenly over the layer): a track
+SAMPLES_PER_LAYER = 32  # samples tracked per layer of such a frame (a fixed pseudo-random draw): a track
 #                         gets hundreds over a window, and the cost stays a few hundred points per frame
 STATIC_MISFIT = 2.0  # a track whose median residual exceeds this many times the tracking noise is not a static surface
 LK_WINDOW = (11, 11)
 LK_LEVELS = 3
 LK_ROUND_TRIP = 0.5  # pixels a point tracked into the partner frame and back may end from where it started
 LK_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.01)
+GAUSS_NEWTON_STEPS = 5  # of the per-track scale solve (each step moves a scale by at most 0.1)
 
 
 def _track(gray: np.ndarray, partner: np.ndarray, frame: np.ndarray,
@@ -149,8 +150,7 @@ def parallax_scales(z: np.ndarray, colors: np.ndarray, poses: np.ndarray, K: np.
         stride: sample grid stride; sample (i, j) is pixel (j * stride + stride // 2, i * stride + stride // 2).
         p: ``parallax_gap`` (frames between compared cameras), ``parallax_noise`` (tracking noise, pixels),
             ``parallax_floor`` (image-motion error shared by a layer's samples in one pair of frames, pixels),
-            ``parallax_texture`` (least corner strength a sample needs), ``irls_iters`` (Gauss-Newton
-            steps), ``max_scale``.
+            ``parallax_texture`` (least corner strength a sample needs), ``max_scale``.
     Returns:
         the per-layer measurement and its information (the track's).
     """
@@ -209,7 +209,7 @@ def parallax_scales(z: np.ndarray, colors: np.ndarray, poses: np.ndarray, K: np.
     step = 0.02
     hess = np.zeros(n_tracks)
     sum_w = np.zeros(n_tracks)
-    for _ in range(p.irls_iters):
+    for _ in range(GAUSS_NEWTON_STEPS):
         xs = x[label]
         r0, rp, rm = residual(xs), residual(xs + step), residual(xs - step)
         jac = (rp - rm) / (2 * step)
