@@ -15,7 +15,9 @@ for a far layer or a pure rotation, large for a near layer passed by, so the
 measurement's information ``sum(w |J|^2) / noise^2`` says by itself where it can be trusted.
 The layers of a track (one surface followed through the window) share one ``x``, solved
 by a few Gauss-Newton steps with Cauchy weights on all their samples; a track whose
-samples do not fit any scale (a moving object, a mistracked edge) is no measurement.
+samples do not fit any scale, or, moved into the other camera, do not meet that frame's depth
+(``link_log``), is no measurement (a moving object, a mistracked edge), nor is one tracked on
+fewer than ``MIN_SAMPLES`` samples or ``MIN_FRAMES`` frames.
 
 Only samples whose surroundings, as far as the tracker's window reaches, lie on their own
 layer are tracked (an edge sample would follow the occluder), and only textured ones;
@@ -98,6 +100,7 @@ LK_WINDOW = (11, 11)
 LK_LEVELS = 3
 LK_ROUND_TRIP = 0.5  # pixels a point tracked into the partner frame and back may end from where it started
 LK_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.01)
+MIN_SAMPLES, MIN_FRAMES = 24, 3  # a track is measured on at least this many tracked samples from this many frames
 GAUSS_NEWTON_STEPS = 5  # of the per-track scale solve (each step moves a scale by at most 0.1)
 
 
@@ -222,11 +225,21 @@ def parallax_scales(z: np.ndarray, colors: np.ndarray, poses: np.ndarray, K: np.
         delta = np.divide(-grad, hess, out=np.zeros(n_tracks), where=hess > 0)
         x = np.clip(x + np.clip(delta, -0.1, 0.1), -max_log, max_log)
     mean_sq = np.divide(hess, sum_w, out=np.zeros(n_tracks), where=sum_w > 0)
-    frames = np.bincount(np.unique(label * n + t_idx) // n, minlength=n_tracks)
     final = residual(x[label])
     fit = np.isfinite(final).all(axis=1)
     misfit = group_weighted_median(np.linalg.norm(final[fit], axis=1), label[fit], wt[fit], n_tracks)
+    frames = np.bincount(np.unique(label * n + t_idx) // n, minlength=n_tracks)
+    # a static surface moved into the other camera also meets that frame's depth where it was tracked to
+    q = rotated + np.exp(-x[label])[:, None] * moved
+    row = np.clip(np.rint((target[:, 1] - 0.5 - half) / stride), 0, h - 1).astype(np.int64)
+    col = np.clip(np.rint((target[:, 0] - 0.5 - half) / stride), 0, w - 1).astype(np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        depth_gap = np.abs(np.log(q[:, 2]) - z[u_idx, row, col])
+    meets = np.isfinite(depth_gap)
+    depth_misfit = group_weighted_median(depth_gap[meets], label[meets], wt[meets], n_tracks)
     measured = (hess > 0) & (mean_sq > 0) & (misfit <= STATIC_MISFIT * p.parallax_noise)
+    measured &= depth_misfit <= p.link_log
+    measured &= (np.bincount(label, minlength=n_tracks) >= MIN_SAMPLES) & (frames >= MIN_FRAMES)
     variance = np.full(n_tracks, np.inf)
     variance[measured] = (p.parallax_noise ** 2 / hess[measured]
                           + p.parallax_floor ** 2 / (mean_sq[measured] * np.maximum(frames[measured], 1)))
