@@ -37,7 +37,7 @@ def _measure(scene: Scene, pred: WindowPrediction, params: LayerAlignParams):
     z = log_depth(sample_grid(pred.points[..., 2], s))
     layers = segment_layers(z, params, block_chroma(pred.colors, s))
     links = temporal_links(layers, z, params.link_iou, params.link_cover, params.link_log)
-    track, _ = layer_tracks(layers, links, 0.5)
+    track = layer_tracks(layers, links, 0.5)
     weight = confidence_weights(sample_grid(pred.conf, s), np.isfinite(z))
     K = scene.K(*SIZE)
     measured = parallax_scales(z, pred.colors, pred.poses.astype(np.float64), K, layers, weight, track,

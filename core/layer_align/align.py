@@ -134,7 +134,7 @@ def align_layers(inp: LayerAlignInput, params: LayerAlignParams | None = None,
     parallax_share = np.zeros(new.count)
     path_log_scale = 0.0
     if p.parallax_gap > 0 and inp.colors is not None and inp.poses is not None and inp.K is not None:
-        track, _ = layer_tracks(new, links, TRACK_IOU)
+        track = layer_tracks(new, links, TRACK_IOU)
         measured = parallax_scales(z_new, inp.colors, inp.poses, inp.K, new, weight_all, track, log_scale, s, p)
         # the window's camera path: its scale is the Sim(3)'s fit to the raw depth, so it carries
         # the window's mix of layer errors; the parallax measures it against the layers

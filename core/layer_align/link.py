@@ -95,7 +95,7 @@ def overlap_matches(ref: Layers, new: Layers, overlap: int, min_cover: float) ->
     return Links(src, dst, inter, cover).select(cover >= min_cover)
 
 
-def layer_tracks(layers: Layers, links: Links, min_iou: float) -> tuple[np.ndarray, int]:
+def layer_tracks(layers: Layers, links: Links, min_iou: float) -> np.ndarray:
     """Group the layers of a window into tracks: one surface followed from frame to frame.
 
     Layers joined by a temporal link of IoU at least ``min_iou`` are the same surface; the
@@ -103,10 +103,10 @@ def layer_tracks(layers: Layers, links: Links, min_iou: float) -> tuple[np.ndarr
     frame) do not join tracks.
 
     Returns:
-        (track, count): (L,) int64 track id of each layer, and the number of tracks.
+        (L,) int64 track id of each layer (ids 0..T-1).
     """
     keep = links.weight >= min_iou
     graph = coo_matrix((np.ones(int(keep.sum())), (links.src[keep], links.dst[keep])),
                        shape=(layers.count, layers.count))
-    count, track = connected_components(graph, directed=False)
-    return track.astype(np.int64), int(count)
+    _, track = connected_components(graph, directed=False)
+    return track.astype(np.int64)

@@ -87,9 +87,12 @@ def _interior(labels: np.ndarray, reach: int) -> np.ndarray:
         minimum_filter(labels, size=size, mode="nearest") == labels)
 
 
-def _gray(colors: np.ndarray) -> np.ndarray:
-    """(N, H, W) uint8 luma of (N, H, W, 3) RGB frames."""
-    return np.stack([cv2.cvtColor(np.ascontiguousarray(c), cv2.COLOR_RGB2GRAY) for c in colors])
+def _gray(colors: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """(N, H, W) uint8 luma of the listed ``frames`` of (N, H, W, 3) RGB frames (0 elsewhere)."""
+    gray = np.zeros(colors.shape[:3], np.uint8)
+    for t in frames:
+        gray[t] = cv2.cvtColor(np.ascontiguousarray(colors[t]), cv2.COLOR_RGB2GRAY)
+    return gray
 
 
 SOURCE_STEP = 2  # every this-many-th frame of a window is tracked into its partner frame
@@ -165,7 +168,7 @@ def parallax_scales(z: np.ndarray, colors: np.ndarray, poses: np.ndarray, K: np.
         return none
     partner = partner_frames(n, p.parallax_gap)
     sources = np.arange(0, n, SOURCE_STEP)
-    gray = _gray(colors)
+    gray = _gray(colors, np.union1d(sources, partner[sources]))
     half = stride // 2
     texture = np.zeros(z.shape, np.float32)
     texture[sources] = [cv2.cornerMinEigenVal(gray[t], 5)[half::stride, half::stride][:h, :w] for t in sources]
@@ -194,9 +197,12 @@ def parallax_scales(z: np.ndarray, colors: np.ndarray, poses: np.ndarray, K: np.
     moved = b[t_idx]
     Ku = Ks[u_idx]
 
-    def residual(x: np.ndarray) -> np.ndarray:
-        """(M, 2) projected minus tracked pixel in the partner frame for log scales ``x``."""
-        q = rotated + np.exp(-x)[:, None] * moved
+    def in_partner(x: np.ndarray) -> np.ndarray:
+        """(M, 3) each sample's point in its partner camera for log scales ``x``."""
+        return rotated + np.exp(-x)[:, None] * moved
+
+    def residual(q: np.ndarray) -> np.ndarray:
+        """(M, 2) projected minus tracked pixel in the partner frame of points ``q`` (M, 3)."""
         with np.errstate(divide="ignore", invalid="ignore"):
             u = Ku[:, 0, 0] * q[:, 0] / q[:, 2] + Ku[:, 0, 2]
             v = Ku[:, 1, 1] * q[:, 1] / q[:, 2] + Ku[:, 1, 2]
@@ -214,7 +220,7 @@ def parallax_scales(z: np.ndarray, colors: np.ndarray, poses: np.ndarray, K: np.
     sum_w = np.zeros(n_tracks)
     for _ in range(GAUSS_NEWTON_STEPS):
         xs = x[label]
-        r0, rp, rm = residual(xs), residual(xs + step), residual(xs - step)
+        r0, rp, rm = (residual(in_partner(v)) for v in (xs, xs + step, xs - step))
         jac = (rp - rm) / (2 * step)
         ok = np.isfinite(r0).all(axis=1) & np.isfinite(jac).all(axis=1)
         r0, jac, lab, wk = r0[ok], jac[ok], label[ok], wt[ok]
@@ -225,12 +231,12 @@ def parallax_scales(z: np.ndarray, colors: np.ndarray, poses: np.ndarray, K: np.
         delta = np.divide(-grad, hess, out=np.zeros(n_tracks), where=hess > 0)
         x = np.clip(x + np.clip(delta, -0.1, 0.1), -max_log, max_log)
     mean_sq = np.divide(hess, sum_w, out=np.zeros(n_tracks), where=sum_w > 0)
-    final = residual(x[label])
+    q = in_partner(x[label])
+    final = residual(q)
     fit = np.isfinite(final).all(axis=1)
     misfit = group_weighted_median(np.linalg.norm(final[fit], axis=1), label[fit], wt[fit], n_tracks)
     frames = np.bincount(np.unique(label * n + t_idx) // n, minlength=n_tracks)
     # a static surface moved into the other camera also meets that frame's depth where it was tracked to
-    q = rotated + np.exp(-x[label])[:, None] * moved
     row = np.clip(np.rint((target[:, 1] - 0.5 - half) / stride), 0, h - 1).astype(np.int64)
     col = np.clip(np.rint((target[:, 0] - 0.5 - half) / stride), 0, w - 1).astype(np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
