@@ -83,10 +83,20 @@ def test_no_baseline_is_no_measurement(scene):
 
 
 def test_shrinkage_applies_clear_corrections_only():
-    share = shrinkage(np.array([0.005, 0.1, 0.1, 0.0]), np.array([1e6, 1e6, 0.0, 1e6]), bias=0.02)
-    assert share[0] == 0  # within the measurement's least error
-    assert 0.9 < share[1] < 1  # far beyond it
-    assert share[2] == 0 and share[3] == 0  # not measured; nothing to correct
+    info, area = np.full(6, 1 / 0.03 ** 2), np.full(6, 100.0)   # each measured to 3 %, bias 2 %: error 3.6 %
+    consistent = np.array([0.01, -0.02, 0.0, 0.03, -0.01, 0.09])  # one strays 2.5 errors: chance, not evidence
+    assert np.all(shrinkage(consistent, info, 0.02, area) == 0)
+    inconsistent = np.array([0.2, -0.15, 0.1, 0.03, -0.25, 0.12])   # every layer off: all corrected, most of the way
+    share = shrinkage(inconsistent, info, 0.02, area)
+    assert np.all(share > 0.5) and np.all(share < 1)
+    one_off = np.array([0.01, -0.02, 0.0, 0.03, -0.01, 0.3])        # one object 8 errors off among correct layers
+    share = shrinkage(one_off, info, 0.02, area)
+    assert share[5] > 0.9 and np.all(share[:5] == 0)
+    info[5] = 0.0  # not measured: nothing to correct
+    assert shrinkage(one_off, info, 0.02, area)[5] == 0
+    # one measurement (the camera path): applied by how clearly it exceeds its own error
+    assert shrinkage(np.array([0.005]), np.array([1e6]), 0.02, np.ones(1))[0] == 0
+    assert 0.9 < shrinkage(np.array([0.1]), np.array([1e6]), 0.02, np.ones(1))[0] < 1
 
 
 def test_camera_path_rescaled_to_the_depth(scene):

@@ -140,9 +140,9 @@ def align_layers(inp: LayerAlignInput, params: LayerAlignParams | None = None,
         # the window's mix of layer errors; the parallax measures it against the layers
         offset = path_offset(measured, log_scale, new.area, p.parallax_bias)
         path_log_scale = -offset * float(shrinkage(np.array([offset]), np.array([measured.total]),
-                                                   p.parallax_bias)[0])
+                                                   p.parallax_bias, np.ones(1))[0])
         discrepancy = measured.log_scale - offset - log_scale
-        parallax_share = shrinkage(discrepancy, measured.information, p.parallax_bias)
+        parallax_share = shrinkage(discrepancy, measured.information, p.parallax_bias, new.area)
         log_scale = log_scale + parallax_share * discrepancy
     layer_scale = np.exp(log_scale).astype(np.float32)
 

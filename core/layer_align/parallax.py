@@ -104,6 +104,7 @@ LK_LEVELS = 3
 LK_ROUND_TRIP = 0.5  # pixels a point tracked into the partner frame and back may end from where it started
 LK_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.01)
 MIN_SAMPLES, MIN_FRAMES = 24, 3  # a track is measured on at least this many tracked samples from this many frames
+EVIDENT = 3.0  # a layer's correction this many times its own error is applied without the other layers' support
 GAUSS_NEWTON_STEPS = 5  # of the per-track scale solve (each step moves a scale by at most 0.1)
 
 
@@ -274,22 +275,34 @@ def path_offset(measured: ParallaxScales, log_scale: np.ndarray, area: np.ndarra
     return float(group_weighted_median(measured.log_scale - log_scale, np.zeros(w.size, np.int64), w, 1)[0])
 
 
-def shrinkage(discrepancy: np.ndarray, information: np.ndarray, bias: float) -> np.ndarray:
-    """Share of a measured correction to apply: how clearly it exceeds its own error.
+def shrinkage(discrepancy: np.ndarray, information: np.ndarray, bias: float, area: np.ndarray) -> np.ndarray:
+    """Share of each measured correction to apply (empirical Bayes, pooled over the window's layers).
 
-    The measurement's variance is ``1 / information`` plus ``bias ** 2`` (errors no number of
-    samples averages out: the tracker's and the poses' biases); the correction's own
-    variance is estimated from it as ``max(discrepancy ** 2 - variance, 0)`` (positive-part
-    empirical Bayes), so a discrepancy within the measurement's error is not applied and
-    a clear one is applied nearly whole.
+    A measurement's variance ``v`` is ``1 / information`` plus ``bias ** 2`` (errors no number of
+    samples averages out: the tracker's and the poses' biases). The variance of the true
+    corrections is estimated from all measured layers together: the area-weighted median of
+    their excess ``discrepancy ** 2 - v`` (at least 0), so when the layers' depth is consistent
+    (most excesses negative) nothing is applied, however one layer's measurement strays,
+    and when they are inconsistent each takes ``tau2 / (tau2 + v)`` of its correction. A
+    layer whose own discrepancy exceeds ``EVIDENT`` times its error uses its own excess
+    (one object wrong among correct ones). One item (the camera path): its own positive-part
+    share.
 
     Args:
         discrepancy: (L,) measured minus current log scale; information: (L,) the measurement's
-            inverse variance (0: none); bias: the measurement's least error (log).
+            inverse variance (0: none); bias: the measurement's least error (log); area: (L,) weight of
+            each layer in the pooled estimate.
     Returns:
         (L,) share in [0, 1).
     """
     with np.errstate(divide="ignore"):
         variance = np.where(information > 0, 1.0 / information, np.inf) + bias ** 2
-    spread = np.maximum(discrepancy ** 2 - variance, 0.0)
-    return np.where(np.isfinite(variance), spread / (spread + variance), 0.0)
+    measured = np.isfinite(variance)
+    if not measured.any():
+        return np.zeros(discrepancy.shape)
+    excess = discrepancy ** 2 - variance
+    pooled = group_weighted_median(excess[measured], np.zeros(int(measured.sum()), np.int64),
+                                   area[measured].astype(np.float64) + 1e-12, 1)[0]
+    evident = discrepancy ** 2 > EVIDENT ** 2 * variance
+    tau2 = np.maximum(np.where(evident | (measured.sum() == 1), excess, 0.0), max(pooled, 0.0))
+    return np.where(measured, tau2 / (tau2 + variance), 0.0)
