@@ -103,7 +103,9 @@ LK_WINDOW = (11, 11)
 LK_LEVELS = 3
 LK_ROUND_TRIP = 0.5  # pixels a point tracked into the partner frame and back may end from where it started
 LK_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.01)
-MIN_SAMPLES, MIN_FRAMES = 24, 3  # a track is measured on at least this many tracked samples from this many frames
+MIN_SAMPLES, MIN_FRAMES = 12, 3  # a track is measured on at least this many tracked samples from this many frames
+#                                (fewer let a few mistracked samples rescale a 96x72 window; 24 dropped the
+#                                demo's flat-shaded spheres, 13-50 samples each)
 EVIDENT = 3.0  # a layer's correction this many times its own error is applied without the other layers' support
 GAUSS_NEWTON_STEPS = 5  # of the per-track scale solve (each step moves a scale by at most 0.1)
 
