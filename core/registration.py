@@ -26,7 +26,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from core.errors import UserError
-from core.geometry.camera import intrinsics
+from core.geometry.camera import finite_points, intrinsics
 from core.geometry.fitting import estimate_focal, robust_log_scale
 from core.geometry.transforms import apply_sim3_to_poses, rigid_align
 from core.lens import ZoomLens
@@ -143,7 +143,7 @@ def confidence_mask(conf: np.ndarray, depth: np.ndarray, keep: float) -> np.ndar
         return valid
     n = conf.shape[0]
     step = max(1, int(np.sqrt(conf[0].size / 20000)))  # quantile from ~20k samples per frame
-    sample = np.where(valid, conf, np.nan)[:, ::step, ::step].reshape(n, -1)
+    sample = np.where(valid[:, ::step, ::step], conf[:, ::step, ::step], np.nan).reshape(n, -1)
     with np.errstate(all="ignore"):
         thresh = np.nanquantile(sample, 1.0 - keep, axis=1)
     thresh = np.where(np.isfinite(thresh), thresh, np.inf)
@@ -271,7 +271,7 @@ def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.n
         the fixed intrinsics.
     """
     check_prediction(index, pred)
-    raw_depth = np.where(np.isfinite(pred.points).all(axis=-1), pred.points[..., 2], np.float32(np.nan))
+    raw_depth = np.where(finite_points(pred.points), pred.points[..., 2], np.float32(np.nan))
     mask = confidence_mask(pred.conf, raw_depth, conf_keep)
     frame_K = None
     if zoom is not None:
@@ -279,7 +279,7 @@ def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.n
         K = np.median(frame_K, axis=0)
     elif K is None:
         K = initial_intrinsics(pred, mask, focal_px)
-    depth = np.where(np.isfinite(raw_depth) & (raw_depth > 0), raw_depth, 0).astype(np.float32)
+    depth = np.where(np.isfinite(raw_depth) & (raw_depth > 0), raw_depth, np.float32(0)).astype(np.float32, copy=False)
 
     factor = None
     if reference is None:
@@ -314,7 +314,7 @@ def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.n
     keep = slice(first_new, None)
     window = AlignedWindow(
         index=index, frames=pred.frames[keep].astype(np.int64), poses=poses[keep].astype(np.float32),
-        K=K.astype(np.float32), depth=depth[keep], conf=pred.conf[keep].astype(np.float32),
+        K=K.astype(np.float32), depth=depth[keep], conf=pred.conf[keep].astype(np.float32, copy=False),
         colors=pred.colors[keep], mask=mask[keep], scale=float(scale),
         depth_factor=None if factor is None else factor[keep],
         frame_K=None if frame_K is None else frame_K[keep].astype(np.float32),

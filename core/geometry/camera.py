@@ -23,6 +23,15 @@ def pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return np.broadcast_to(u[None, :], (height, width)), np.broadcast_to(v[:, None], (height, width))
 
 
+def finite_points(points: np.ndarray) -> np.ndarray:
+    """(...) bool: every coordinate of the (..., 3) points finite.
+
+    Three per-coordinate tests, not ``isfinite(points).all(-1)``: numpy reduces a
+    3-long last axis about 8x slower (0.2 s for a 30-frame 518x392 window).
+    """
+    return np.isfinite(points[..., 0]) & np.isfinite(points[..., 1]) & np.isfinite(points[..., 2])
+
+
 def intrinsics(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     """(3, 3) float64 pinhole matrix."""
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
@@ -128,12 +137,15 @@ def project(points: np.ndarray, world_from_cam: np.ndarray, K: np.ndarray, shape
     fx, fy, cx, cy = _focal_centre(K)
     R = world_from_cam[:, :3, :3].astype(np.float32)
     t = world_from_cam[:, :3, 3].astype(np.float32)
-    cam = (points[None] - t[:, None]) @ R  # rows: R^T (p - t), world to camera
-    z = cam[..., 2]
+    n = R.shape[0]
+    # R^T (p - t) for all cameras as one (F * 3, 3) @ (3, P) product (5x faster than a batched (F, P, 3) one)
+    cam = (R.transpose(0, 2, 1).reshape(n * 3, 3) @ np.ascontiguousarray(points.T, np.float32)).reshape(n, 3, -1)
+    cam -= np.einsum("fji,fj->fi", R, t)[:, :, None]
+    z = cam[:, 2]
     front = z > 0
     z_safe = np.where(front, z, 1.0)
-    col = np.floor(fx * cam[..., 0] / z_safe + cx)
-    row = np.floor(fy * cam[..., 1] / z_safe + cy)
+    col = np.floor(fx * cam[:, 0] / z_safe + cx)
+    row = np.floor(fy * cam[:, 1] / z_safe + cy)
     ok = front & (col >= 0) & (col < width) & (row >= 0) & (row < height)
     frame = np.broadcast_to(np.arange(world_from_cam.shape[0])[:, None], z.shape)
     return Projection(frame[ok], row[ok].astype(np.int64), col[ok].astype(np.int64), z[ok])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.errors import UserError
-from core.geometry.camera import pixel_grid
+from core.geometry.camera import finite_points, pixel_grid
 
 
 def robust_log_scale(numer: np.ndarray, denom: np.ndarray, weights: np.ndarray | None = None,
@@ -85,7 +85,7 @@ def _focal_fit(points: np.ndarray, mask: np.ndarray, du: np.ndarray, dv: np.ndar
     are ``du``, ``dv`` (h, w); pixels nearer to it than ``min_offset`` (along an axis) are left out."""
     n, h, w = mask.shape
     z = points[..., 2]
-    valid = mask & (z > 1e-6) & np.isfinite(points).all(-1)
+    valid = mask & (z > 1e-6) & finite_points(points)
     zs = np.where(valid, z, 1.0)
     a = np.concatenate([(points[..., 0] / zs)[valid], (points[..., 1] / zs)[valid]]).astype(np.float64)
     b = np.concatenate([np.broadcast_to(du, (n, h, w))[valid],

@@ -102,8 +102,9 @@ def memory_scales(memory: KeyframeMemory, poses: np.ndarray, K: np.ndarray, dept
     nearest = nearest.reshape(-1)
     own = depth[frames[proj.frame], proj.row, proj.col]
     use = (block >= 0) & target.reshape(-1)[block] & (own > 0)
-    use &= np.log(proj.z) - np.log(nearest[block]) < p.link_log
-    r = np.log(proj.z[use]) - np.log(own[use])
+    log_z = np.log(proj.z)
+    use &= log_z - np.log(nearest[block]) < p.link_log
+    r = log_z[use] - np.log(own[use])
     band = np.abs(r) < np.log(p.max_scale)
     count = np.bincount(block[use][band], minlength=lab.size)
     cells = np.flatnonzero(count)

@@ -191,7 +191,9 @@ def parallax_scales(z: np.ndarray, colors: np.ndarray, poses: np.ndarray, K: np.
     zs = z[t_idx, gy, gx]
 
     Ks = np.broadcast_to(K, (n, 3, 3)).astype(np.float64)
-    ray = np.einsum("nij,nj->ni", np.linalg.inv(Ks)[t_idx], np.concatenate([centre, np.ones((len(centre), 1))], 1))
+    Kt = Ks[t_idx]   # pinhole, no skew: the ray through a pixel is ((u - cx) / fx, (v - cy) / fy, 1)
+    ray = np.stack([(centre[:, 0] - Kt[:, 0, 2]) / Kt[:, 0, 0], (centre[:, 1] - Kt[:, 1, 2]) / Kt[:, 1, 1],
+                    np.ones(len(centre))], axis=-1)
     point = ray * np.exp(zs.astype(np.float64))[:, None]
     R, c = poses[:, :3, :3].astype(np.float64), poses[:, :3, 3].astype(np.float64)
     A = np.einsum("nji,njk->nik", R[partner], R)                       # cam_u_from_cam_t rotation, per frame t
