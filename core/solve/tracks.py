@@ -76,12 +76,19 @@ class Tracker:
         """Tracks started so far."""
         return self._next_id
 
-    def step(self, frame: int, rgb: np.ndarray) -> FrameTracks:
-        """Track into the next frame ((H, W, 3) uint8 RGB at footage size) and reseed; returns its live tracks."""
+    def prepare(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The grey frame and its half resolution (None where one pyramidal call is used) of an (H, W, 3) uint8
+        RGB footage frame: what :meth:`step` tracks (trackers of the same size and settings can share it)."""
         if rgb.shape[1::-1] != tuple(self.size):
             raise ValueError(f"tracker expects {self.size[0]}x{self.size[1]} frames, got {rgb.shape[1]}x{rgb.shape[0]}")
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        gray = (gray, cv2.pyrDown(gray) if self._coarse_window else None)
+        return gray, cv2.pyrDown(gray) if self._coarse_window else None
+
+    def step(self, frame: int, rgb: np.ndarray,
+             prepared: tuple[np.ndarray, np.ndarray | None] | None = None) -> FrameTracks:
+        """Track into the next frame ((H, W, 3) uint8 RGB at footage size, or ``prepared`` from it by
+        :meth:`prepare`) and reseed; returns its live tracks."""
+        gray = prepared if prepared is not None else self.prepare(rgb)
         if self._gray is not None and len(self._xy):
             self._follow(gray)
         self._gray = gray
@@ -189,11 +196,14 @@ class WindowTracker:
         """Track footage frame ``frame`` ((H, W, 3) uint8 RGB) at stream ``position`` in every window holding it."""
         if position % self.step == 0:
             self._open[position // self.step] = (Tracker(self.size, self.params), [])
+        prepared = None  # the grey frames, made once for all the trackers holding this frame
         for index, (tracker, rows) in self._open.items():
             if position < index * self.step + self.window:
-                rows.append(self._step(tracker, frame, rgb))
+                prepared = prepared or tracker.prepare(rgb)
+                rows.append(self._step(tracker, frame, rgb, prepared))
         if self._lens is not None and position < self._lens_end:
-            self._lens[1].append(self._step(self._lens[0], frame, rgb))
+            prepared = prepared or self._lens[0].prepare(rgb)
+            self._lens[1].append(self._step(self._lens[0], frame, rgb, prepared))
         self._fed = position + 1
 
     def take(self, index: int) -> WindowTracks:
@@ -212,10 +222,11 @@ class WindowTracker:
         self._lens = None
         return _collected(tracker, rows)
 
-    def _step(self, tracker: Tracker, frame: int, rgb: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _step(self, tracker: Tracker, frame: int, rgb: np.ndarray,
+              prepared: tuple[np.ndarray, np.ndarray | None]) -> tuple[np.ndarray, ...]:
         """One frame through ``tracker``: its (frame, track, xy, rgb) rows."""
         w, h = self.size
-        t = tracker.step(frame, rgb)
+        t = tracker.step(frame, rgb, prepared)
         pix = np.minimum(t.xy.astype(np.int64), [w - 1, h - 1])
         return np.full(len(t.ids), frame, np.int64), t.ids, t.xy, rgb[pix[:, 1], pix[:, 0]]
 
