@@ -289,8 +289,8 @@ def shrinkage(discrepancy: np.ndarray, information: np.ndarray, bias: float, are
     (most excesses negative) nothing is applied, however one layer's measurement strays,
     and when they are inconsistent each takes ``tau2 / (tau2 + v)`` of its correction. A
     layer whose own discrepancy exceeds ``EVIDENT`` times its error uses its own excess
-    (one object wrong among correct ones). One item (the camera path): its own positive-part
-    share.
+    (one object wrong among correct ones). A single measured item (the camera path, or a window
+    with one measured layer) takes its own positive-part share ``max(d^2 - v, 0) / (max(d^2 - v, 0) + v)``.
 
     Args:
         discrepancy: (L,) measured minus current log scale; information: (L,) the measurement's
