@@ -34,7 +34,7 @@ import numpy as np
 from scipy.ndimage import maximum_filter, minimum_filter
 
 from core.layer_align.segment import Layers
-from core.layer_align.solve import group_weighted_median
+from core.layer_align.solve import group_weighted_median, weighted_median
 from core.run.settings import LayerAlignParams
 
 
@@ -276,7 +276,7 @@ def path_offset(measured: ParallaxScales, log_scale: np.ndarray, area: np.ndarra
         w = np.where(measured.information > 0, area / (1.0 / measured.information + bias ** 2), 0.0)
     if not (w > 0).any():
         return 0.0
-    return float(group_weighted_median(measured.log_scale - log_scale, np.zeros(w.size, np.int64), w, 1)[0])
+    return weighted_median(measured.log_scale - log_scale, w)
 
 
 def shrinkage(discrepancy: np.ndarray, information: np.ndarray, bias: float, area: np.ndarray) -> np.ndarray:
@@ -290,7 +290,7 @@ def shrinkage(discrepancy: np.ndarray, information: np.ndarray, bias: float, are
     and when they are inconsistent each takes ``tau2 / (tau2 + v)`` of its correction. A
     layer whose own discrepancy exceeds ``EVIDENT`` times its error uses its own excess
     (one object wrong among correct ones). A single measured item (the camera path, or a window
-    with one measured layer) takes its own positive-part share ``max(d^2 - v, 0) / (max(d^2 - v, 0) + v)``.
+    with one measured layer) is its own pool: its positive-part share ``max(d^2 - v, 0) / (max(d^2 - v, 0) + v)``.
 
     Args:
         discrepancy: (L,) measured minus current log scale; information: (L,) the measurement's
@@ -305,8 +305,7 @@ def shrinkage(discrepancy: np.ndarray, information: np.ndarray, bias: float, are
     if not measured.any():
         return np.zeros(discrepancy.shape)
     excess = discrepancy ** 2 - variance
-    pooled = group_weighted_median(excess[measured], np.zeros(int(measured.sum()), np.int64),
-                                   area[measured].astype(np.float64) + 1e-12, 1)[0]
+    pooled = weighted_median(excess[measured], area[measured].astype(np.float64) + 1e-12)
     evident = discrepancy ** 2 > EVIDENT ** 2 * variance
-    tau2 = np.maximum(np.where(evident | (measured.sum() == 1), excess, 0.0), max(pooled, 0.0))
+    tau2 = np.maximum(np.where(evident, excess, 0.0), max(pooled, 0.0))
     return np.where(measured, tau2 / (tau2 + variance), 0.0)

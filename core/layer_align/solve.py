@@ -58,6 +58,11 @@ def group_weighted_median(values: np.ndarray, groups: np.ndarray, weights: np.nd
     return out
 
 
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """Weighted median of (M,) ``values``; NaN without weight."""
+    return float(group_weighted_median(values, np.zeros(values.size, np.int64), weights, 1)[0])
+
+
 def robust_group_mean(values: np.ndarray, groups: np.ndarray, weights: np.ndarray, n_groups: int,
                       c: float, iterations: int) -> np.ndarray:
     """Robust (Cauchy IRLS, started at the weighted median) mean of ``values`` per group.
