@@ -84,13 +84,18 @@ class Refinement:
     """What a depth refiner changes in a registered window.
 
     Attributes:
-        depth_factor: (N, H, W) float32 factor for the window's Sim(3)-scaled depth.
+        depth_factor: (N, H, W) float32 factor for the window's Sim(3)-scaled depth; it is stored as
+            float16, so its values are ones float16 holds exactly (a resumed run then continues exactly).
         path_log_scale: log factor for the window's camera translations relative to its Sim(3)
             scale: the camera path re-scaled to agree with the refined depth (0 keeps the Sim(3) path).
+        path_offset, path_information: the refiner's measurement behind it and its inverse variance
+            (0: none), stored with the window (``AlignedWindow.path_offset``).
     """
 
     depth_factor: np.ndarray
     path_log_scale: float = 0.0
+    path_offset: float = 0.0
+    path_information: float = 0.0
 
 
 class DepthRefiner(Protocol):
@@ -281,7 +286,7 @@ def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.n
         K = initial_intrinsics(pred, mask, focal_px)
     depth = np.where(np.isfinite(raw_depth) & (raw_depth > 0), raw_depth, np.float32(0)).astype(np.float32, copy=False)
 
-    factor = None
+    factor, refined = None, None
     if reference is None:
         scale, poses, first_new = 1.0, pred.poses.astype(np.float64), 0
     else:
@@ -308,7 +313,6 @@ def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.n
             poses = apply_sim3_to_poses(path_scale, R, t, pred.poses)
     sim3_depth = depth
     if factor is not None:
-        factor = factor.astype(np.float16).astype(np.float32)  # as stored, so a resumed run continues exactly
         depth = sim3_depth * factor
 
     keep = slice(first_new, None)
@@ -318,6 +322,8 @@ def register_window(index: int, pred: WindowPrediction, *, overlap: int, K: np.n
         colors=pred.colors[keep], mask=mask[keep], scale=float(scale),
         depth_factor=None if factor is None else factor[keep],
         frame_K=None if frame_K is None else frame_K[keep].astype(np.float32),
+        path_offset=0.0 if refined is None else float(refined.path_offset),
+        path_information=0.0 if refined is None else float(refined.path_information),
     )
     tail = slice(max(len(pred) - overlap, 0), None) if overlap > 0 else slice(len(pred), None)
     ref = Reference(frames=pred.frames[tail].astype(np.int64),

@@ -94,24 +94,50 @@ def test_shrinkage_applies_clear_corrections_only():
     assert share[5] > 0.9 and np.all(share[:5] == 0)
     info[5] = 0.0  # not measured: nothing to correct
     assert shrinkage(one_off, info, 0.02, area)[5] == 0
-    # one measurement (the camera path): applied by how clearly it exceeds its own error
+    # pooled by the mean (a shot's camera-path offsets): a clearly large offset (4 errors) makes a moderate
+    # one (1.9 errors) count, where the median says the typical offset is within its error
+    offsets = np.array([0.01, -0.15, -0.02, 0.005, 0.07])
+    assert shrinkage(offsets, info[:5], 0.02, area[:5])[4] == 0
+    assert shrinkage(offsets, info[:5], 0.02, area[:5], robust=False)[4] > 0.5
+    # one measurement alone (a first camera path): applied by how clearly it exceeds its own error
     assert shrinkage(np.array([0.005]), np.array([1e6]), 0.02, np.ones(1))[0] == 0
     assert 0.9 < shrinkage(np.array([0.1]), np.array([1e6]), 0.02, np.ones(1))[0] < 1
 
 
-def test_camera_path_rescaled_to_the_depth(scene):
-    """A window whose cameras move 20 % too far for its depth: the layers keep their depth, the path shrinks."""
+def _path_correction(scene: Scene, stretch: float, offsets: list[float] = (), information: list[float] = ()):
+    """Layer alignment of one window whose cameras move ``stretch`` times too far for its depth, after
+    earlier windows whose camera paths measured ``offsets``."""
     pred = _predict(scene, SyntheticNoise.none(seed=1))
     poses = pred.poses.copy()
-    poses[:, :3, 3] = poses[0, :3, 3] + 1.2 * (poses[:, :3, 3] - poses[0, :3, 3])
+    poses[:, :3, 3] = poses[0, :3, 3] + stretch * (poses[:, :3, 3] - poses[0, :3, 3])
     n, h, w = pred.points.shape[:3]
-    depth = pred.points[..., 2]
     empty = np.zeros((0, h, w))
-    result = align_layers(LayerAlignInput(ref_depth=empty.astype(np.float32), ref_mask=empty.astype(bool),
-                                          depth=depth, mask=np.ones((n, h, w), bool), conf=pred.conf, overlap=0,
-                                          poses=poses.astype(np.float64), K=scene.K(*SIZE), colors=pred.colors))
+    return align_layers(LayerAlignInput(ref_depth=empty.astype(np.float32), ref_mask=empty.astype(bool),
+                                        depth=pred.points[..., 2], mask=np.ones((n, h, w), bool), conf=pred.conf,
+                                        overlap=0, poses=poses.astype(np.float64), K=scene.K(*SIZE),
+                                        colors=pred.colors, path_offsets=np.array(offsets),
+                                        path_information=np.array(information)))
+
+
+def test_camera_path_rescaled_to_the_depth(scene):
+    """A window whose cameras move 20 % too far for its depth: the layers keep their depth, the path shrinks."""
+    result = _path_correction(scene, 1.2)
     assert result.path_log_scale == pytest.approx(-np.log(1.2), abs=0.02)
+    assert result.path_offset == pytest.approx(np.log(1.2), abs=0.02) and result.path_information > 0
     assert np.abs(np.log(result.depth_factor)).max() < 0.02  # the layers agree with each other: unchanged
+
+
+def test_a_moderate_path_offset_is_weighed_against_the_shots_earlier_windows(scene):
+    """7 % off is within what the network's pose noise alone gives a window's path (about 2 errors of the
+    measurement): after windows whose paths all agreed with their depth it is left; in a shot whose
+    windows' paths were clearly off it is corrected."""
+    alone = _path_correction(scene, 1.07)
+    assert alone.path_offset == pytest.approx(np.log(1.07), abs=0.015)
+    info = [alone.path_information] * 4
+    calm = _path_correction(scene, 1.07, [0.01, -0.02, 0.015, -0.005], info)
+    assert calm.path_log_scale == 0
+    drifting = _path_correction(scene, 1.07, [0.15, -0.12, 0.2, -0.1], info)
+    assert -alone.path_offset < drifting.path_log_scale < -0.6 * alone.path_offset
 
 
 def test_registration_scales_a_windows_path_to_its_depth(scene):

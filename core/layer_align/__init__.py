@@ -26,7 +26,7 @@ Usage, one window::
 and over a stream, as the engine's depth refiner (owning its keyframe memory)::
 
     aligner = LayerAligner(params)
-    factor = aligner.refine(reference, depth, mask, conf, poses, K)
+    refinement = aligner.refine(reference, depth, mask, conf, poses, K, colors)  # depth factor, path scale
     aligner.observe(registered_window)
 """
 from core.layer_align.align import LayerAlignInput, align_layers

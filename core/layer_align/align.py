@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -45,6 +45,9 @@ class LayerAlignInput:
             reference's, in log depth: 1 aligns every layer to the previous windows
             entirely, ``n / (n + 1)`` makes the result the running mean of ``n`` earlier
             windows and this one (``LayerAligner`` sets it).
+        path_offsets, path_information: (K,) the parallax measurements of earlier windows' camera
+            path offsets and their inverse variances (0: none); they say how large such offsets are
+            in this shot, so a window's own offset is applied only as far as they bear it out.
     """
 
     ref_depth: np.ndarray
@@ -58,6 +61,8 @@ class LayerAlignInput:
     colors: np.ndarray | None = None
     ref_colors: np.ndarray | None = None
     history: float = 1.0
+    path_offsets: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    path_information: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 def _check(inp: LayerAlignInput, memory: KeyframeMemory | None) -> None:
@@ -132,29 +137,32 @@ def align_layers(inp: LayerAlignInput, params: LayerAlignParams | None = None,
 
     t4 = time.perf_counter()
     parallax_share = np.zeros(new.count)
-    path_log_scale = 0.0
+    path_log_scale, offset, path_information = 0.0, 0.0, 0.0
     if p.parallax_gap > 0 and inp.colors is not None and inp.poses is not None and inp.K is not None:
         track = layer_tracks(new, links, TRACK_IOU)
         measured = parallax_scales(z_new, inp.colors, inp.poses, inp.K, new, weight_all, track, log_scale, s, p)
         # the window's camera path: its scale is the Sim(3)'s fit to the raw depth, so it carries
-        # the window's mix of layer errors; the parallax measures it against the layers
-        offset = path_offset(measured, log_scale, new.area, p.parallax_bias)
-        path_log_scale = -offset * float(shrinkage(np.array([offset]), np.array([measured.total]),
-                                                   p.parallax_bias, np.ones(1))[0])
+        # the window's mix of layer errors; the parallax measures it against the layers, and the
+        # earlier windows' offsets say how large such errors are in this shot (pooled like the layers')
+        offset, path_information = path_offset(measured, log_scale, new.area, p.parallax_bias), measured.total
+        pooled = np.append(inp.path_offsets, offset), np.append(inp.path_information, path_information)
+        share = shrinkage(*pooled, p.parallax_bias, np.ones(pooled[0].size), robust=False)[-1]
+        path_log_scale = -offset * float(share)
         discrepancy = measured.log_scale - offset - log_scale
         parallax_share = shrinkage(discrepancy, measured.information, p.parallax_bias, new.area)
         log_scale = log_scale + parallax_share * discrepancy
-    layer_scale = np.exp(log_scale).astype(np.float32)
+    layer_scale = np.exp(log_scale).astype(np.float16).astype(np.float32)  # float16 values: stored exactly
 
     t5 = time.perf_counter()
     factor = pixel_factors(inp.depth, new.labels, z_new, layer_scale, s)
     t6 = time.perf_counter()
 
     return LayerAlignResult(
-        depth=inp.depth * factor, depth_factor=factor, labels=new.labels, layer_frame=new.frame,
+        sim3_depth=inp.depth, depth_factor=factor, labels=new.labels, layer_frame=new.frame,
         layer_scale=layer_scale, layer_source=source,
         pairs_solved=int(accepted.size), pairs_rejected=int((~accepted).sum()),
         parallax_share=parallax_share.astype(np.float32), path_log_scale=path_log_scale,
+        path_offset=offset, path_information=path_information,
         timings={"segment": t1 - t0, "match": t2 - t1, "solve": t3 - t2, "memory": t4 - t3,
                  "parallax": t5 - t4, "apply": t6 - t5},
     )

@@ -26,13 +26,15 @@ class LayerAligner:
     the previous one would keep the first window's errors forever.
 
     Keeps a keyframe memory of the registered frames so layers the overlap does not
-    show are measured against earlier frames; the memory and the window count are
+    show are measured against earlier frames, and the windows' camera-path measurements (how
+    far the parallax says each window's Sim(3) path was off); both and the window count are
     rebuilt from the windows on disk when a run resumes, so a resumed run continues exactly.
 
     Attributes:
         params: the alignment settings.
         memory: keyframes of the registered stream so far.
         windows: windows registered so far.
+        path_offsets, path_information: lists of the registered windows' camera-path measurements.
         last: diagnostics of the last ``refine`` (None before the first).
     """
 
@@ -40,6 +42,8 @@ class LayerAligner:
         self.params = params or LayerAlignParams()
         self.memory = KeyframeMemory(stride=self.params.stride)
         self.windows = 0
+        self.path_offsets: list[float] = []
+        self.path_information: list[float] = []
         self.last: LayerAlignResult | None = None
 
     def history(self) -> float:
@@ -67,18 +71,23 @@ class LayerAligner:
                                   colors=None if colors is None else np.zeros((*shape, 3), np.uint8))
         inp = LayerAlignInput(ref_depth=reference.depth, ref_mask=reference.mask, depth=depth, mask=mask,
                               conf=conf, overlap=len(reference.frames), poses=poses, K=K, history=self.history(),
-                              colors=colors, ref_colors=reference.colors if colors is not None else None)
+                              colors=colors, ref_colors=reference.colors if colors is not None else None,
+                              path_offsets=np.array(self.path_offsets), path_information=np.array(self.path_information))
         self.last = align_layers(inp, self.params, self.memory)
-        return Refinement(self.last.depth_factor, self.last.path_log_scale)
+        return Refinement(self.last.depth_factor, self.last.path_log_scale, self.last.path_offset,
+                          self.last.path_information)
 
     def observe(self, window: AlignedWindow) -> None:
-        """Remember the keyframes among a registered window's frames."""
+        """Remember the keyframes among a registered window's frames and its camera-path measurement."""
         self.memory.add_window(window)
         self.windows += 1
+        self.path_offsets.append(window.path_offset)
+        self.path_information.append(window.path_information)
 
     def restore(self, windows: Sequence[AlignedWindow]) -> None:
         """Rebuild the memory from the registered windows of a resumed run (oldest first)."""
         self.memory = KeyframeMemory(stride=self.params.stride)
         self.windows = 0
+        self.path_offsets, self.path_information = [], []
         for window in windows:
             self.observe(window)

@@ -72,16 +72,26 @@ def pixel_factors(depth: np.ndarray, labels: np.ndarray, z_grid: np.ndarray, lay
     table = np.append(layer_scale.astype(np.float32), np.float32(1.0))  # id -1 picks the trailing 1
     n, height, width = depth.shape
     scale = upsample_blocks(table[labels], height, width, stride)
-    if stride > 1:
-        t, r, c = _boundary_pixels(boundary_samples(labels), height, width, stride)
-        h, w = labels.shape[1:]
-        i0 = np.clip((r - stride // 2) // stride, 0, h - 1)
-        j0 = np.clip((c - stride // 2) // stride, 0, w - 1)
-        ci = np.stack([i0, np.minimum(i0 + 1, h - 1), i0, np.minimum(i0 + 1, h - 1)])
-        cj = np.stack([j0, j0, np.minimum(j0 + 1, w - 1), np.minimum(j0 + 1, w - 1)])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            gap = np.abs(z_grid[t, ci, cj] - np.log(depth[t, r, c]))
-        best = np.argmin(np.where(np.isnan(gap), np.inf, gap), axis=0)
-        pick = np.arange(t.size)
-        scale[t, r, c] = table[labels[t, ci[best, pick], cj[best, pick]]]
+    if stride == 1:
+        return scale
+    t, r, c = _boundary_pixels(boundary_samples(labels), height, width, stride)
+    h, w = labels.shape[1:]
+    # the four nearest samples, as flat indices into the sample grid: rows i0, i0 + 1, columns j0, j0 + 1
+    i0 = np.clip((r - stride // 2) // stride, 0, h - 1)
+    j0 = np.clip((c - stride // 2) // stride, 0, w - 1)
+    j1 = np.minimum(j0 + 1, w - 1)
+    row0 = (t * h + i0) * w
+    row1 = row0 + np.where(i0 < h - 1, w, 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_depth = np.log(depth[t, r, c])
+    z_flat = z_grid.reshape(-1)
+    best = row0 + j0
+    best_gap = np.abs(z_flat[best] - log_depth)
+    best_gap[np.isnan(best_gap)] = np.inf
+    for candidate in (row1 + j0, row0 + j1, row1 + j1):  # the first of equally close samples wins
+        gap = np.abs(z_flat[candidate] - log_depth)
+        closer = gap < best_gap
+        best_gap = np.where(closer, gap, best_gap)
+        best = np.where(closer, candidate, best)
+    scale[t, r, c] = table[labels.reshape(-1)[best]]
     return scale

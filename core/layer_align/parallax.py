@@ -279,7 +279,8 @@ def path_offset(measured: ParallaxScales, log_scale: np.ndarray, area: np.ndarra
     return weighted_median(measured.log_scale - log_scale, w)
 
 
-def shrinkage(discrepancy: np.ndarray, information: np.ndarray, bias: float, area: np.ndarray) -> np.ndarray:
+def shrinkage(discrepancy: np.ndarray, information: np.ndarray, bias: float, area: np.ndarray,
+              robust: bool = True) -> np.ndarray:
     """Share of each measured correction to apply (empirical Bayes, pooled over the window's layers).
 
     A measurement's variance ``v`` is ``1 / information`` plus ``bias ** 2`` (errors no number of
@@ -289,8 +290,10 @@ def shrinkage(discrepancy: np.ndarray, information: np.ndarray, bias: float, are
     (most excesses negative) nothing is applied, however one layer's measurement strays,
     and when they are inconsistent each takes ``tau2 / (tau2 + v)`` of its correction. A
     layer whose own discrepancy exceeds ``EVIDENT`` times its error uses its own excess
-    (one object wrong among correct ones). A single measured item (the camera path, or a window
-    with one measured layer) is its own pool: its positive-part share ``max(d^2 - v, 0) / (max(d^2 - v, 0) + v)``.
+    (one object wrong among correct ones). A single measured item is its own pool: its positive-part
+    share ``max(d^2 - v, 0) / (max(d^2 - v, 0) + v)``. Not ``robust``, the pool is the weighted mean of
+    the excesses (the method-of-moments estimate): the camera path's offsets over the windows of a
+    shot, where a few clearly large offsets say the path errors are large, not that one item is wrong.
 
     Args:
         discrepancy: (L,) measured minus current log scale; information: (L,) the measurement's
@@ -305,7 +308,8 @@ def shrinkage(discrepancy: np.ndarray, information: np.ndarray, bias: float, are
     if not measured.any():
         return np.zeros(discrepancy.shape)
     excess = discrepancy ** 2 - variance
-    pooled = weighted_median(excess[measured], area[measured].astype(np.float64) + 1e-12)
+    weight = area[measured].astype(np.float64) + 1e-12
+    pooled = weighted_median(excess[measured], weight) if robust else np.average(excess[measured], weights=weight)
     evident = discrepancy ** 2 > EVIDENT ** 2 * variance
     tau2 = np.maximum(np.where(evident, excess, 0.0), max(pooled, 0.0))
     return np.where(measured, tau2 / (tau2 + variance), 0.0)

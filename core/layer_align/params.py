@@ -12,8 +12,9 @@ class LayerAlignResult:
     """Corrected depth plus diagnostics.
 
     Attributes:
-        depth: (N, H, W) float32 corrected depth, ``input depth * depth_factor``.
-        depth_factor: (N, H, W) float32 per-pixel factor applied (its layer's scale, 1 where none).
+        sim3_depth: (N, H, W) float32 the depth aligned (``LayerAlignInput.depth``).
+        depth_factor: (N, H, W) float32 per-pixel factor applied (its layer's scale, 1 where none);
+            float16 values, so the stored factor is exactly the one applied.
         labels: (N, h, w) int32 layer id of each sample pixel (pixel ``(i * stride +
             stride // 2, j * stride + stride // 2)``); -1 where no layer.
         layer_frame: (L,) int32 frame of each layer.
@@ -24,13 +25,15 @@ class LayerAlignResult:
             window (0: the earlier windows' alone, see ``parallax.parallax_scales``).
         path_log_scale: log factor for the window's camera translations that makes its camera path
             agree with the corrected depth (0: keep the Sim(3) path).
+        path_offset: the parallax measurement behind it (the log scale by which the Sim(3) path
+            differs from the layers); path_information: its inverse variance (0: not measured).
         pairs_solved: matched (reference layer, new layer) pairs with a robust scale.
         pairs_rejected: of those, pairs rejected as outliers.
         timings: seconds spent in "segment", "match", "solve", "memory" (keyframe
             memory measurements and the second propagation), "parallax", "apply".
     """
 
-    depth: np.ndarray
+    sim3_depth: np.ndarray
     depth_factor: np.ndarray
     labels: np.ndarray
     layer_frame: np.ndarray
@@ -38,9 +41,16 @@ class LayerAlignResult:
     layer_source: np.ndarray
     parallax_share: np.ndarray | None = None
     path_log_scale: float = 0.0
+    path_offset: float = 0.0
+    path_information: float = 0.0
     pairs_solved: int = 0
     pairs_rejected: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def depth(self) -> np.ndarray:
+        """(N, H, W) float32 corrected depth, ``sim3_depth * depth_factor``."""
+        return self.sim3_depth * self.depth_factor
 
     def frame_scales(self, frame: int) -> np.ndarray:
         """(L_t,) scales of the layers of one frame, in label order."""

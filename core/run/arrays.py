@@ -83,6 +83,10 @@ class AlignedWindow:
             depth_factor``; None when no refiner ran.
         frame_K: (M, 3, 3) float32 per-frame intrinsics at prediction resolution when the
             lens zooms (``--zoom``); None: ``K`` for every frame (a fixed lens).
+        path_offset: the refiner's measurement of the log scale by which the window's Sim(3)
+            camera path differed from its depth (from the parallax inside the window); kept so
+            later windows can judge how large such offsets are over the shot.
+        path_information: inverse variance of ``path_offset`` (0: not measured).
     """
 
     index: int
@@ -96,6 +100,8 @@ class AlignedWindow:
     scale: float = 1.0
     depth_factor: np.ndarray | None = None
     frame_K: np.ndarray | None = None
+    path_offset: float = 0.0
+    path_information: float = 0.0
 
     def __post_init__(self) -> None:
         m, h, w = self.depth.shape

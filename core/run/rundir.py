@@ -51,6 +51,8 @@ ALIGNED_DTYPES = {"frames": np.int64, "poses": np.float32, "K": np.float32, "dep
                   "conf": np.float32, "colors": np.uint8, "mask": bool, "depth_factor": np.float16,
                   "frame_K": np.float32}
 """On-disk dtype of each array; ``intrinsics``, ``mask``, ``depth_factor`` and ``frame_K`` (a zoom) are optional."""
+ALIGNED_SCALARS = {"scale": 1.0, "path_offset": 0.0, "path_information": 0.0}
+"""Scalars of an aligned window with the value a file without them (an older run) means."""
 PREDICTION_KEYS = ("frames", "points", "poses", "conf", "colors")
 ALIGNED_KEYS = ("frames", "poses", "K", "depth", "conf", "colors")
 LEGACY_DEPTH_FACTOR = "layer_scale"  # the name runs written before 0.2 gave ``depth_factor``
@@ -82,7 +84,7 @@ def load_prediction(path: Path) -> WindowPrediction:
 
 
 def aligned_to_arrays(win: AlignedWindow) -> dict[str, np.ndarray]:
-    return {**_to_disk(win, ALIGNED_DTYPES), "scale": np.float64(win.scale)}
+    return {**_to_disk(win, ALIGNED_DTYPES), **{k: np.float64(getattr(win, k)) for k in ALIGNED_SCALARS}}
 
 
 def load_aligned(path: Path, index: int | None = None) -> AlignedWindow:
@@ -102,7 +104,8 @@ def load_aligned(path: Path, index: int | None = None) -> AlignedWindow:
     if arrays["mask"] is None:
         arrays["mask"] = np.isfinite(arrays["depth"]) & (arrays["depth"] > 0)
     try:
-        return AlignedWindow(index=index, scale=float(data.get("scale", 1.0)), **arrays)
+        return AlignedWindow(index=index, **{k: float(data.get(k, default)) for k, default in ALIGNED_SCALARS.items()},
+                             **arrays)
     except ValueError as e:
         raise RunDirError(f"{path}: {e}") from None
 
