@@ -72,7 +72,8 @@ class LayerAligner:
         inp = LayerAlignInput(ref_depth=reference.depth, ref_mask=reference.mask, depth=depth, mask=mask,
                               conf=conf, overlap=len(reference.frames), poses=poses, K=K, history=self.history(),
                               colors=colors, ref_colors=reference.colors if colors is not None else None,
-                              path_offsets=np.array(self.path_offsets), path_information=np.array(self.path_information))
+                              path_offsets=np.array(self.path_offsets),
+                              path_information=np.array(self.path_information))
         self.last = align_layers(inp, self.params, self.memory)
         return Refinement(self.last.depth_factor, self.last.path_log_scale, self.last.path_offset,
                           self.last.path_information)
