@@ -27,24 +27,28 @@ class LayerAligner:
 
     Keeps a keyframe memory of the registered frames so layers the overlap does not
     show are measured against earlier frames, and the windows' camera-path measurements (how
-    far the parallax says each window's Sim(3) path was off); both and the window count are
+    far the parallax says each window's Sim(3) path was off, one per window: their count is the window count); both are
     rebuilt from the windows on disk when a run resumes, so a resumed run continues exactly.
 
     Attributes:
         params: the alignment settings.
         memory: keyframes of the registered stream so far.
-        windows: windows registered so far.
-        path_offsets, path_information: lists of the registered windows' camera-path measurements.
+        path_offsets, path_information: lists of the registered windows' camera-path measurements
+            (one item per window registered so far: ``windows``).
         last: diagnostics of the last ``refine`` (None before the first).
     """
 
     def __init__(self, params: LayerAlignParams | None = None):
         self.params = params or LayerAlignParams()
         self.memory = KeyframeMemory(stride=self.params.stride)
-        self.windows = 0
         self.path_offsets: list[float] = []
         self.path_information: list[float] = []
         self.last: LayerAlignResult | None = None
+
+    @property
+    def windows(self) -> int:
+        """Windows registered so far."""
+        return len(self.path_offsets)
 
     def history(self) -> float:
         """Share of the way the next window's layers move to the previous windows' depth."""
@@ -81,14 +85,12 @@ class LayerAligner:
     def observe(self, window: AlignedWindow) -> None:
         """Remember the keyframes among a registered window's frames and its camera-path measurement."""
         self.memory.add_window(window)
-        self.windows += 1
         self.path_offsets.append(window.path_offset)
         self.path_information.append(window.path_information)
 
     def restore(self, windows: Sequence[AlignedWindow]) -> None:
         """Rebuild the memory from the registered windows of a resumed run (oldest first)."""
         self.memory = KeyframeMemory(stride=self.params.stride)
-        self.windows = 0
         self.path_offsets, self.path_information = [], []
         for window in windows:
             self.observe(window)
