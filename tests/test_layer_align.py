@@ -131,6 +131,24 @@ def test_temporal_smoothness_carries_scales_through_the_window():
     np.testing.assert_allclose(box_scale[O:], box_scale[O - 1], rtol=1e-6)  # constant after the overlap
 
 
+def test_a_surface_merged_for_a_frame_gets_its_own_scale_back():
+    """Two walls side by side, 10 % apart in depth; the new window has the wider, left one 20 % short.
+    On overlap frame 2 the right wall's depth comes within 1 % of the left's, so that frame has one
+    layer, measured as the left wall: the right wall's samples keep their own scale through the
+    merge, and it is exact again once the two part (it used to inherit the left's 1.25 in part)."""
+    left = np.zeros((N, H, W), bool)
+    left[:, :, :2 * W // 3] = True
+    new = np.where(left, np.float32(8.0), np.float32(8.8))
+    new[2][~left[2]] = 8.1
+    truth = np.where(left, np.float32(10.0), new)
+    result = align_layers(make_input(truth, new))
+    assert np.unique(result.labels[2][result.labels[2] >= 0]).size == 1  # merged on frame 2
+    right = ~left
+    right[:3] = False  # frames 3.. (the last overlap frame, then propagation)
+    np.testing.assert_allclose(result.depth[right], truth[right], rtol=EXACT)
+    np.testing.assert_allclose(result.depth[left], truth[left], rtol=EXACT)
+
+
 def test_near_and_far_layers_separate_on_a_wide_depth_range():
     """1.5 m vs 1.8 m and 40 m vs 60 m in one frame (range 1:40): four layers.
 

@@ -52,10 +52,12 @@ def test_partner_frames_stay_in_the_window():
     assert partner_frames(6, 10).tolist() == [5, 5, 5, 0, 0, 0]  # shorter than the gap: the far end
 
 
-@pytest.mark.parametrize("exact,tolerance", [(True, 0.015), (False, 0.05)])
+@pytest.mark.parametrize("exact,tolerance", [(True, 0.015), (False, 0.07)])
 def test_parallax_recovers_each_layers_depth_error(scene, exact, tolerance):
     """Each layer's depth is off by its own factor; the camera motion measures it, where there is parallax.
-    Exact: only the layer errors; else also the default pose and depth noise (which bias it by a few %)."""
+    Exact: only the layer errors; else also the default pose and depth noise, which bias it here by 4-6 %
+    (the ground: 0.073 or 0.090 for a truth of 0.030, depending on which of its samples the per-layer
+    subsample draws; `parallax_bias` 0.04 is the error no measurement is trusted below)."""
     noise = SyntheticNoise(seed=3, window_sim3=False)
     if exact:
         noise = SyntheticNoise(seed=3, window_sim3=False, depth_noise=0.0, pose_rot_deg=0.0, pose_trans=0.0)
@@ -65,8 +67,9 @@ def test_parallax_recovers_each_layers_depth_error(scene, exact, tolerance):
     ground = (majority == 0) & (layers.area > 100)
     assert ground.sum() >= len(FRAMES) and (measured.information[ground] > 0).all()
     assert np.abs(measured.log_scale[ground] - truth[0]).max() < tolerance, (measured.log_scale[ground][0], truth[0])
-    # every layer measured precisely (sd under 5 %) is within 3 sd plus the tolerance of the truth
-    precise = (measured.information > 1 / 0.05 ** 2) & (layers.area > 20)
+    # every layer measured precisely (sd under 8 %) is within 3 sd plus the tolerance of the truth
+    # (the box, scene layer 3, measures at sd 5-7 % as its faces form one or two layers)
+    precise = (measured.information > 1 / 0.08 ** 2) & (layers.area > 20)
     assert len(set(majority[precise])) >= 2
     sd = 1 / np.sqrt(measured.information[precise])
     assert np.all(np.abs(measured.log_scale[precise] - truth[majority[precise]]) < 3 * sd + tolerance)

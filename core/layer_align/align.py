@@ -119,7 +119,7 @@ def align_layers(inp: LayerAlignInput, params: LayerAlignParams | None = None,
                         p.irls_c, p.irls_iters, p.min_pair_pixels)
     max_log = float(np.log(p.max_scale))
     direct, direct_weight, accepted = combine_pairs(pairs, new.count, p.pair_outlier_log, max_log)
-    log_scale, source = propagate(new, links, z_new, direct, direct_weight, p.temporal_weight, p.link_log)
+    log_scale, source = propagate(new, links, z_new, direct, direct_weight, p.temporal_weight, p.link_log, TRACK_IOU)
 
     t3 = time.perf_counter()
     weight_all = confidence_weights(sample_grid(inp.conf, s), np.isfinite(z_new))
@@ -131,7 +131,8 @@ def align_layers(inp: LayerAlignInput, params: LayerAlignParams | None = None,
         if differs.any():
             direct = np.where(differs, remembered, direct)
             direct_weight = np.where(differs, remembered_weight, direct_weight)
-            log_scale, source = propagate(new, links, z_new, direct, direct_weight, p.temporal_weight, p.link_log)
+            log_scale, source = propagate(new, links, z_new, direct, direct_weight, p.temporal_weight, p.link_log,
+                                          TRACK_IOU)
             source[differs] = 3
     log_scale = inp.history * log_scale
 

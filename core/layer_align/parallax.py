@@ -309,7 +309,12 @@ def shrinkage(discrepancy: np.ndarray, information: np.ndarray, bias: float, are
         return np.zeros(discrepancy.shape)
     excess = discrepancy ** 2 - variance
     weight = area[measured].astype(np.float64) + 1e-12
-    pooled = weighted_median(excess[measured], weight) if robust else np.average(excess[measured], weights=weight)
+    if robust:
+        pooled = weighted_median(excess[measured], weight)
+    else:  # the mean, less its standard error (2 v^2 / k for k items: few items do not make a pool)
+        k = int(measured.sum())
+        pooled = (np.average(excess[measured], weights=weight)
+                  - np.sqrt(2.0 / k) * np.average(variance[measured], weights=weight))
     evident = discrepancy ** 2 > EVIDENT ** 2 * variance
     tau2 = np.maximum(np.where(evident, excess, 0.0), max(pooled, 0.0))
     return np.where(measured, tau2 / (tau2 + variance), 0.0)

@@ -122,7 +122,8 @@ class _Steps:
         at = lambda i: np.take(up, np.arange(i, i + n), axis=axis)  # noqa: E731  (sample k + i - b)
         slope_before = (at(b) - at(0)) / b
         slope_after = (at(2 * b + 1) - at(b + 1)) / b
-        self.crease = np.abs(slope_after - slope_before) / (0.5 * (at(b) + at(b + 1)))
+        self.turn = (slope_after - slope_before) / (0.5 * (at(b) + at(b + 1)))
+        self.crease = np.abs(self.turn)
 
     def _planar_sides(self, tol: float) -> np.ndarray:
         """bool per link: the ``CREASE_BASE`` samples on each side lie on one straight surface
@@ -135,6 +136,10 @@ class _Steps:
         at = lambda i: np.take(flat, np.arange(i, i + n), axis=axis)  # noqa: E731  (sample k + i - b)
         inner = [at(b + j) for j in range(1 - b, 0)] + [at(b + j) for j in range(2, b + 1)]
         return np.logical_and.reduce(inner) if inner else np.ones(self.jump.shape, bool)
+
+    def turns(self, tol: float) -> np.ndarray:
+        """Signed turn of the surface across each link (``crease`` with its sign), NaN where a side is not straight."""
+        return np.where(self._planar_sides(tol), self.turn, np.nan)
 
     def connects(self, tol: float, same_color: np.ndarray | None = None, crease: float = 0.0) -> np.ndarray:
         """bool: the two samples belong together at tolerance ``tol`` (and have ``same_color``, where
@@ -224,35 +229,42 @@ def _components(valid: np.ndarray, link_h: np.ndarray, link_v: np.ndarray) -> np
 
 
 def _merge_links(comp: np.ndarray, soft_h: np.ndarray, soft_v: np.ndarray, flat_h: np.ndarray,
-                 flat_v: np.ndarray, share: float, min_area: int,
-                 crease_area: int) -> tuple[np.ndarray, np.ndarray]:
+                 flat_v: np.ndarray, turn_h: np.ndarray, turn_v: np.ndarray, share: float, min_area: int,
+                 crease_area: int, crease: float) -> tuple[np.ndarray, np.ndarray]:
     """Links to add so that regions whose common boundary mostly votes 'soft' merge.
 
-    Two regions of at least ``min_area`` samples merge when at least ``share`` of the
-    links along their common boundary are soft. A smaller region joins only the one
-    neighbour with the most ``flat`` links to it (if any), so small fragments along an
-    edge can never bridge the two sides. A region below ``crease_area`` whose boundary
-    with a neighbour passes the ``flat`` test (the loose test without the crease test) by
-    ``share`` joins the one such neighbour it shares most flat links with: the faces of a
-    small box, and slivers along a corner, stay with a neighbour instead of becoming
-    layers too small to measure on their own.
+    Two regions of at least ``crease_area`` samples merge when at least ``share`` of the
+    links along their common boundary are soft, unless the surface turns along that
+    boundary: the mean signed turn of its links along either axis is at least ``crease / 2``
+    and three of its standard errors (a corner far from the image centre turns by less than
+    ``crease`` per link, within the links' noise, but the same way on every link). A smaller
+    region joins one neighbour at most, so small fragments along an edge or a corner can never bridge the two sides (a
+    4-sample fragment on a room's corner made its ceiling and far wall one layer): below
+    ``min_area`` the neighbour with the most ``flat`` links to it (if any); below
+    ``crease_area`` the one it shares most flat links with among those whose boundary
+    passes the ``flat`` test (the loose test without the crease test) by ``share``: the
+    faces of a small box, and slivers along a corner, stay with a neighbour instead of
+    becoming layers too small to measure on their own.
 
     Args:
         comp: (N, h, w) component ids, 0 for invalid samples.
         soft_h, soft_v: (N, h, w - 1) / (N, h - 1, w) bool, the link passes the loose test.
         flat_h, flat_v: the same shapes, the loose test without the crease test.
+        turn_h, turn_v: the same shapes, float: how much the surface turns across each link
+            (``_Steps.turn``), NaN where not measured.
         share: minimum share of soft links along a boundary.
-        min_area: regions below this size follow the single-neighbour rule.
-        crease_area: regions below this size join a neighbour across a crease.
+        min_area: regions below this size join the neighbour they share most flat links with.
+        crease_area: regions below this size join one neighbour at most, also across a crease.
+        crease: the per-link crease threshold (0: no crease test).
     Returns:
         (join_h, join_v): links on the boundaries of merging region pairs.
     """
     pairs = []
-    for a, b, soft, weak in ((comp[:, :, :-1], comp[:, :, 1:], soft_h, flat_h),
-                             (comp[:, :-1, :], comp[:, 1:, :], soft_v, flat_v)):
+    for a, b, soft, weak, turn in ((comp[:, :, :-1], comp[:, :, 1:], soft_h, flat_h, turn_h),
+                                   (comp[:, :-1, :], comp[:, 1:, :], soft_v, flat_v, turn_v)):
         boundary = (a != b) & (a > 0) & (b > 0)
         pairs.append((boundary, np.minimum(a, b)[boundary], np.maximum(a, b)[boundary], soft[boundary],
-                      weak[boundary]))
+                      weak[boundary], turn[boundary]))
     lo = np.concatenate([q[1] for q in pairs]).astype(np.int64)
     hi = np.concatenate([q[2] for q in pairs]).astype(np.int64)
     soft = np.concatenate([q[3] for q in pairs])
@@ -265,8 +277,10 @@ def _merge_links(comp: np.ndarray, soft_h: np.ndarray, soft_v: np.ndarray, flat_
     u_lo, u_hi = uniq // area.size, uniq % area.size
     votes = np.bincount(inv, weights=soft, minlength=uniq.size)
     total = np.bincount(inv, minlength=uniq.size)
-    big_lo, big_hi = area[u_lo] >= min_area, area[u_hi] >= min_area
+    big_lo, big_hi = area[u_lo] >= crease_area, area[u_hi] >= crease_area
     merge = big_lo & big_hi & (votes >= share * total)
+    if crease > 0:
+        merge &= ~_turning(inv, pairs, uniq.size, crease)
     flat = np.bincount(inv, weights=weak, minlength=uniq.size)
     # Each small region joins one neighbour (so fragments cannot bridge two layers): those under
     # min_area the neighbour with the most flat links, those under crease_area the one with the
@@ -285,6 +299,27 @@ def _merge_links(comp: np.ndarray, soft_h: np.ndarray, soft_v: np.ndarray, flat_
     joins[0][pairs[0][0]] = join[:n_h]
     joins[1][pairs[1][0]] = join[n_h:]
     return joins[0], joins[1]
+
+
+def _turning(inv: np.ndarray, pairs: list, n_pairs: int, crease: float) -> np.ndarray:
+    """(n_pairs,) bool: the boundary turns, by its mean signed turn along either axis (see ``_merge_links``).
+
+    Args:
+        inv: (B,) boundary link -> pair index, the row links (``pairs[0]``) first.
+        pairs: per axis (rows, columns), ``_merge_links``' boundary tuple; item 5 is the links' turns.
+    """
+    out = np.zeros(n_pairs, bool)
+    n_h = pairs[0][1].size
+    for axis, links in ((0, slice(0, n_h)), (1, slice(n_h, None))):
+        turn = pairs[axis][5]
+        ok = np.isfinite(turn)
+        g = inv[links][ok]
+        n = np.bincount(g, minlength=n_pairs)
+        mean = np.bincount(g, weights=turn[ok], minlength=n_pairs) / np.maximum(n, 1)
+        sq = np.bincount(g, weights=turn[ok] ** 2, minlength=n_pairs) / np.maximum(n, 1)
+        sd = np.sqrt(np.maximum(sq - mean ** 2, 0.0))
+        out |= (n >= 3) & (np.abs(mean) >= 0.5 * crease) & (np.abs(mean) * np.sqrt(np.maximum(n - 1, 1)) >= 3 * sd)
+    return out
 
 
 def segment_layers(z: np.ndarray, params: LayerAlignParams,
@@ -315,8 +350,10 @@ def segment_layers(z: np.ndarray, params: LayerAlignParams,
     join_h, join_v = _merge_links(comp, steps_h.connects(params.merge_log, color_h, params.crease),
                                   steps_v.connects(params.merge_log, color_v, params.crease),
                                   steps_h.connects(params.merge_log, color_h),
-                                  steps_v.connects(params.merge_log, color_v), params.merge_share, min_area,
-                                  max(min_area, int(round(params.crease_min_layer * h * w))))
+                                  steps_v.connects(params.merge_log, color_v),
+                                  steps_h.turns(params.merge_log), steps_v.turns(params.merge_log),
+                                  params.merge_share, min_area,
+                                  max(min_area, int(round(params.crease_min_layer * h * w))), params.crease)
     same_h = comp[:, :, :-1] == comp[:, :, 1:]
     same_v = comp[:, :-1, :] == comp[:, 1:, :]
     comp = _components(valid, same_h | join_h, same_v | join_v)

@@ -176,7 +176,7 @@ def combine_pairs(pairs: PairScales, n_new: int, outlier_log: float,
 
 
 def propagate(layers: Layers, links: Links, z: np.ndarray, direct: np.ndarray, direct_weight: np.ndarray,
-              temporal_weight: float, max_change: float) -> tuple[np.ndarray, np.ndarray]:
+              temporal_weight: float, max_change: float, track_iou: float) -> tuple[np.ndarray, np.ndarray]:
     """Carry layer scales forward through the window along the temporal links.
 
     Every sample remembers the log scale it was given. Frame by frame, a sample
@@ -189,14 +189,19 @@ def propagate(layers: Layers, links: Links, z: np.ndarray, direct: np.ndarray, d
     with ``w_d`` the direct weight and ``s`` the share of the layer's samples that
     inherited. Layers with neither keep log scale 0 (the window's Sim(3) scale).
 
-    Samples keep their own inherited value in memory (not the layer's), so a layer
-    that merges with another for a few frames (their depths meet) gets its own
-    scale back when they part.
+    Samples keep their own inherited value in memory (not the layer's) where their layer
+    has no direct measurement, and wherever they came through a link weaker than
+    ``track_iou`` (a merge: a surface that joins another for a few frames, its depth
+    meeting the other's), so a surface gets its own scale back when the two part, even
+    when the merged layer was measured on the overlap.
 
     Args:
         layers: the window's layers; links: its temporal links (gate the inheritance).
         z: (N, h, w) log depth on the sample grid.
         direct, direct_weight: (L,) direct log scale and its weight (0: none).
+        temporal_weight: weight of the propagated scale against the direct one.
+        max_change: largest log-depth change of a sample that still inherits (the same surface).
+        track_iou: links at least this strong continue one surface; weaker ones merge or split surfaces.
     Returns:
         (log_scale, source): (L,) float64 and (L,) int8 (0 none, 1 direct measurement,
         2 propagated only).
@@ -204,7 +209,9 @@ def propagate(layers: Layers, links: Links, z: np.ndarray, direct: np.ndarray, d
     n_layers = layers.count
     log_scale = np.zeros(n_layers)
     source = np.where(direct_weight > 0, 1, 0).astype(np.int8)
-    link_keys = np.sort(links.src * n_layers + links.dst)
+    link_order = np.argsort(links.src * n_layers + links.dst)
+    link_keys = (links.src * n_layers + links.dst)[link_order]
+    link_strong = links.weight[link_order] >= track_iou
     memory = np.full(layers.labels.shape[1:], np.nan)
     for t in range(len(layers.offsets) - 1):
         lo, hi = int(layers.offsets[t]), int(layers.offsets[t + 1])
@@ -212,12 +219,14 @@ def propagate(layers: Layers, links: Links, z: np.ndarray, direct: np.ndarray, d
         prop = np.full(hi - lo, np.nan)
         share = np.zeros(hi - lo)
         inherited = np.zeros(lab.shape, bool)
+        merged = np.zeros(lab.shape, bool)
         if t > 0 and link_keys.size:
             prev = layers.labels[t - 1]
             cand = (lab >= 0) & (prev >= 0) & np.isfinite(memory) & (np.abs(z[t] - z[t - 1]) < max_change)
             key = prev[cand].astype(np.int64) * n_layers + lab[cand]
             pos = np.minimum(np.searchsorted(link_keys, key), link_keys.size - 1)
             inherited[cand] = link_keys[pos] == key
+            merged[cand] = inherited[cand] & ~link_strong[pos]
             groups = lab[inherited] - lo
             prop = group_weighted_median(memory[inherited], groups, np.ones(groups.size), hi - lo)
             share = np.bincount(groups, minlength=hi - lo) / np.maximum(layers.area[lo:hi], 1)
@@ -229,7 +238,7 @@ def propagate(layers: Layers, links: Links, z: np.ndarray, direct: np.ndarray, d
         source[lo:hi][(source[lo:hi] == 0) & known] = 2
 
         keep_own = inherited.copy()
-        keep_own[inherited] = direct_weight[lab[inherited]] == 0
+        keep_own[inherited] = (direct_weight[lab[inherited]] == 0) | merged[inherited]
         next_memory = np.full(lab.shape, np.nan)
         has = lab >= 0
         has[has] = known[lab[has] - lo]

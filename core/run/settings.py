@@ -99,13 +99,16 @@ class LayerAlignParams(BaseModel):
         "neighbouring samples are not linked when their chromaticity (colour without brightness) differs by "
         "more than this, so objects touching the ground, or whose predicted depth meets the surface behind "
         "them, separate from it; 0 segments by depth only"))
-    crease: NonNegative = Field(0.05, description=(
+    crease: NonNegative = Field(0.025, description=(
         "neighbouring samples are not linked where the surface turns across them by more than this "
         "(change of the inverse-depth slope per sample, relative), so walls meeting in a corner, or a "
-        "wall and the ceiling, separate although their depths meet; 0 turns the test off"))
+        "wall and the ceiling, separate although their depths meet; two regions do not merge where their "
+        "common boundary turns by half this on average (the same way on every link, beyond its noise): a "
+        "corner far from the image centre turns little per sample; 0 turns the test off"))
     crease_min_layer: Share = Field(0.005, description=(
         "regions smaller than this share of the frame that only the crease test separates from a "
-        "neighbour join it (the faces of a small box, slivers along a corner)"))
+        "neighbour join it (the faces of a small box, slivers along a corner); they join one neighbour "
+        "at most, so a fragment on a corner cannot make the surfaces on both sides one layer"))
     min_layer: Share = Field(0.001, description=(
         "layers smaller than this share of the frame are ignored (they keep the window's scale)"))
     link_iou: Share = Field(0.3, description=(
