@@ -7,10 +7,16 @@ than ``fb_max_px``, or when it leaves the frame; new corners (``cv2.goodFeatures
 seeded in the cells of a grid over the image that hold fewer than ``per_cell`` live tracks, so the
 tracks stay spread over the whole frame.
 
-Each Lucas-Kanade pass runs in two calls: the pyramid on the half-resolution frames with half the
-window (with the whole window, the coarse levels cost as much as the full resolution each), then the
-full resolution with the whole window, starting from that flow (narrower footage, where half the window
-would be under 9 pixels: one pyramidal call).
+The forward pass runs in two calls: the pyramid on the half-resolution frames with half the window
+(with the whole window, the coarse levels cost as much as the full resolution each), then the full
+resolution with the whole window, starting from that flow (narrower footage, where half the window
+would be under 9 pixels: one pyramidal call). The backward check is one full-resolution call started
+from where each track came from: a consistent track goes back there in a step or two, one that does not
+match its start is pulled to what it does match. On the synthetic 1920x1080 shot it kept as many tracks
+as the same two-call pass backwards, as close to the truth (median 0.40 px, 30 % of observations over
+1 px either way: corners on aliased edges and silhouettes, which the bundle adjustment rejects), at
+three fifths of its cost. (Finding new corners on the half-resolution frame would cost a quarter, but the
+solve's error on the synthetic 1280x720 shot rose by a quarter: 0.21 -> 0.26 px.)
 
 Pixel positions use the project's convention (``core.geometry.camera.pixel_grid``): the centre of
 pixel (column c, row r) is (c + 0.5, r + 0.5); OpenCV's are at integers, hence the 0.5 shift.
@@ -117,9 +123,17 @@ class Tracker:
                                                flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
         return fine.reshape(-1, 2), (ok_coarse.ravel() == 1) & (ok.ravel() == 1)
 
+    def _back(self, gray: tuple[np.ndarray, np.ndarray | None], nxt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 2) positions in the previous frame of ``nxt`` (N, 2) in ``gray``, tracked back at full resolution
+        from the tracks' own start positions, and (N,) bool found (the forward-backward check)."""
+        back, ok, _ = cv2.calcOpticalFlowPyrLK(gray[0], self._gray[0], nxt.reshape(-1, 1, 2),
+                                               self._xy.reshape(-1, 1, 2).copy(), winSize=self._window, maxLevel=0,
+                                               criteria=self._criteria, flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+        return back.reshape(-1, 2), ok.ravel() == 1
+
     def _follow(self, gray: tuple[np.ndarray, np.ndarray | None]) -> None:
         nxt, ok = self._flow(self._gray, gray, self._xy)
-        back, ok_back = self._flow(gray, self._gray, nxt)
+        back, ok_back = self._back(gray, nxt)
         w, h = self.size
         keep = (ok & ok_back
                 & (np.linalg.norm(back - self._xy, axis=1) < self.params.fb_max_px)
