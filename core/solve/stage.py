@@ -86,14 +86,34 @@ class WindowSolve:
     warning: str | None = None
 
 
-def _sample_depth(depth: np.ndarray, mask: np.ndarray, frame: np.ndarray, xy_pred: np.ndarray) -> np.ndarray:
-    """(M,) confident depth under prediction pixels ``xy_pred`` (M, 2) of frames ``frame`` (M,); NaN elsewhere."""
+def _sample_depth(depth: np.ndarray, mask: np.ndarray | None, frame: np.ndarray,
+                  xy_pred: np.ndarray) -> np.ndarray:
+    """(M,) depth under prediction pixels ``xy_pred`` (M, 2) of frames ``frame`` (M,), where ``mask`` (confident
+    pixels; None: all) holds it; NaN elsewhere."""
     n, h, w = depth.shape
     col, row = np.floor(xy_pred[:, 0]).astype(np.int64), np.floor(xy_pred[:, 1]).astype(np.int64)
     inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
     col, row = np.clip(col, 0, w - 1), np.clip(row, 0, h - 1)
     d = depth[frame, row, col]
-    return np.where(inside & mask[frame, row, col] & (d > 0), d, np.nan).astype(np.float64)
+    if mask is not None:
+        inside &= mask[frame, row, col]
+    return np.where(inside & (d > 0), d, np.nan).astype(np.float64)
+
+
+def _start_points(world_from_cam: np.ndarray, K: np.ndarray, obs: Observations, raw_depth: np.ndarray,
+                  num_points: int, distortion: tuple[float, float]) -> np.ndarray:
+    """(P, 3) each track's first guess: the median back-projection of its confident network depth (``obs.depth``)
+    or, for a track with none, of the network's depth regardless of confidence (``raw_depth`` (M,)); NaN: no depth.
+
+    The confidence mask keeps only the network's surest pixels (half of them by default): without a start
+    the tracks elsewhere, more than half of them on the synthetic shot, would be left out of the solve (and
+    of the check against the network's cameras) though the footage tracks them as well as any.
+    """
+    start = initial_points(world_from_cam, K, obs, num_points, distortion)
+    unsure = ~np.isfinite(start).all(1)
+    if unsure.any():
+        start[unsure] = initial_points(world_from_cam, K, replace(obs, depth=raw_depth), num_points, distortion)[unsure]
+    return start
 
 
 def _frame_medians(values: np.ndarray, frame: np.ndarray, frames: int, minimum: int) -> np.ndarray:
@@ -178,7 +198,7 @@ class CameraSolve:
         if zoom:
             K = win.frame_K if previous is None else np.concatenate([previous.frame_K, win.frame_K])
         Kf = self._to_footage @ K.astype(np.float64)
-        obs, rgb, tracked = self._observations(frames, poses, depth, mask, Kf, [tracks])
+        obs, rgb, tracked, start = self._observations(frames, poses, depth, mask, Kf, [tracks])
 
         few = f"tracked points (at least {self.params.min_points} needed; textureless, blurred or static footage?)"
         if tracked < self.params.min_points:
@@ -190,7 +210,7 @@ class CameraSolve:
                                  f"cameras over {self.params.bundle.min_views} frames or more (at least "
                                  f"{self.params.min_points} needed; damaged, blurred or mostly moving footage?)")
         lens = self._lens_distortion
-        ba = adjust(poses, np.arange(len(frames)) < n_fixed, Kf, obs, initial_points(poses, Kf, obs, tracked, lens),
+        ba = adjust(poses, np.arange(len(frames)) < n_fixed, Kf, obs, start,
                     self.params.bundle, distortion=lens, refine_frame_focal=zoom)
         solved = int(np.isfinite(ba.points).all(1).sum())
         typical = float(np.nanmedian(obs.depth)) if np.isfinite(obs.depth).any() else np.inf
@@ -250,13 +270,12 @@ class CameraSolve:
         if not focal and not self.refine_distortion:
             return K, notes[0]
         poses = np.concatenate([w.poses for w in windows]).astype(np.float64)
-        obs, _, tracked = self._observations(frames, poses, np.concatenate([w.depth for w in windows]),
+        obs, _, tracked, start = self._observations(frames, poses, np.concatenate([w.depth for w in windows]),
                                              np.concatenate([w.mask for w in windows]), Kf, tracks)
         span = f"frames {frames[0]}-{frames[-1]}"
         views = np.bincount(obs.point, minlength=tracked)
         if (views >= self.params.bundle.min_views).sum() < self.params.min_points:
             return K, f"lens not refined: too few tracked points over {span}; keeping the network's focal length"
-        start = initial_points(poses, Kf, obs, tracked)
         ba = adjust(poses, np.zeros(len(frames), bool), Kf, obs, start, self.params.bundle,
                     refine_focal=focal, refine_distortion=self.refine_distortion)
         found = f"{Kf[0, 0]:.1f} -> {Kf[0, 0] * ba.focal_scale:.1f} px (+-{ba.focal_std:.2%})"
@@ -281,12 +300,12 @@ class CameraSolve:
         return K, "; ".join(notes)
 
     def _observations(self, frames: np.ndarray, poses: np.ndarray, depth: np.ndarray, mask: np.ndarray,
-                      Kf: np.ndarray, tracks: list[WindowTracks]) -> tuple[Observations, np.ndarray, int]:
+                      Kf: np.ndarray, tracks: list[WindowTracks]) -> tuple[Observations, np.ndarray, int, np.ndarray]:
         """The observations of ``tracks`` on ``frames`` (F,) (cameras ``poses`` (F, 4, 4), network ``depth`` and
         ``mask`` (F, h, w) at prediction resolution, footage intrinsics ``Kf``): one point per window and
         track, with the network depth under each observation; those far from where the network's cameras
-        and depth put them (a moving object, a mismatch) left out. Returns them, their (M, 3) uint8 colours
-        and the number of points (tracks), agreeing or not."""
+        and depth put them (a moving object, a mismatch) left out. Returns them, their (M, 3) uint8 colours,
+        the number of points (tracks), agreeing or not, and the points' (P, 3) starts (``_start_points``)."""
         parts, tracked = [], 0
         for t in tracks:
             local = np.searchsorted(frames, t.frame)
@@ -297,12 +316,15 @@ class CameraSolve:
         local, point, xy, rgb = (np.concatenate(a) for a in zip(*parts))
         xy_pred = (xy - self._to_footage[:2, 2]) / np.diag(self._to_footage)[:2]
         obs = Observations(local, point, xy, _sample_depth(depth, mask, local, xy_pred))
+        raw = _sample_depth(depth, None, local, xy_pred)
         if not tracked:
-            return obs, rgb, 0
-        start = np.nan_to_num(initial_points(poses, Kf, obs, tracked, self._lens_distortion))
-        uv, _ = project(poses[:, :3, :3], poses[:, :3, 3], Kf, start, obs, self._lens_distortion)
+            return obs, rgb, 0, np.zeros((0, 3))
+        lens = self._lens_distortion
+        start = np.nan_to_num(_start_points(poses, Kf, obs, raw, tracked, lens))
+        uv, _ = project(poses[:, :3, :3], poses[:, :3, 3], Kf, start, obs, lens)
         agree = np.linalg.norm(uv - obs.xy, axis=1) < self.params.network_gate * self.geometry.footage[0]
-        return obs.subset(agree), rgb[agree], tracked
+        obs = obs.subset(agree)
+        return obs, rgb[agree], tracked, _start_points(poses, Kf, obs, raw[agree], tracked, lens)
 
     def _skipped(self, result: RegistrationResult, count: int, why: str) -> WindowSolve:
         """The window as registered, with no sparse solve and a warning saying ``why``."""
