@@ -80,6 +80,21 @@ def test_refined_cameras_hold_static_points_better_than_the_network(scene, runs)
     assert len(bundles.xyz) == report.points > 100 and len(bundles.obs_xy) == report.inliers
 
 
+def test_the_solve_uses_the_tracks_where_the_network_is_unsure(runs):
+    """The confidence mask keeps the network's surest half of the pixels; the footage tracks the rest as well,
+    and those tracks are solved too (they start from the network's unmasked depth), not left out."""
+    run = RunDir(runs[True])
+    report, bundles = run.read_solve(), run.read_bundles()
+    to_footage = run.read_manifest().geometry.intrinsics_to_footage(np.eye(3))
+    masks = {int(f): w.mask[i] for w in run.iter_aligned() for i, f in enumerate(w.frames)}
+    pixel = ((bundles.obs_xy - to_footage[:2, 2]) / np.diag(to_footage)[:2]).astype(int)
+    h, w = next(iter(masks.values())).shape
+    pixel = np.clip(pixel, 0, [w - 1, h - 1])
+    sure = np.array([masks[int(f)][r, c] for f, (c, r) in zip(bundles.obs_frame, pixel)])
+    assert (~sure).mean() > 0.3, (~sure).mean()  # 0.03 when only tracks with confident depth were solved
+    assert report.points > 0.6 * report.tracks, (report.points, report.tracks)  # 0.35 then
+
+
 def test_resumed_solve_equals_an_uninterrupted_one(scene, runs, tmp_path):
     cancel, done = threading.Event(), []
 

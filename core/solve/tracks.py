@@ -12,11 +12,12 @@ The forward pass runs in two calls: the pyramid on the half-resolution frames wi
 resolution with the whole window, starting from that flow (narrower footage, where half the window
 would be under 9 pixels: one pyramidal call). The backward check is one full-resolution call started
 from where each track came from: a consistent track goes back there in a step or two, one that does not
-match its start is pulled to what it does match. On the synthetic 1920x1080 shot it kept as many tracks
-as the same two-call pass backwards, as close to the truth (median 0.40 px, 30 % of observations over
-1 px either way: corners on aliased edges and silhouettes, which the bundle adjustment rejects), at
-three fifths of its cost. (Finding new corners on the half-resolution frame would cost a quarter, but the
-solve's error on the synthetic 1280x720 shot rose by a quarter: 0.21 -> 0.26 px.)
+match its start is pulled to what it does match. On the synthetic 1920x1080 shot (filtered 2x) it kept as
+many tracks as the same two-call pass backwards, as close to the truth (median 0.16 px, 15 % of
+observations over 1 px either way: corners on silhouettes, which the bundle adjustment rejects), at three
+fifths of its cost; the 1280x720 solve's static points came out as close (0.215, 0.215, 0.177 px against
+0.226, 0.226, 0.184 for seeds 0-2). Finding new corners on the half-resolution frame would cost a quarter,
+but put those points a quarter further off (0.276, 0.275, 0.242 px).
 
 Pixel positions use the project's convention (``core.geometry.camera.pixel_grid``): the centre of
 pixel (column c, row r) is (c + 0.5, r + 0.5); OpenCV's are at integers, hence the 0.5 shift.
