@@ -154,8 +154,10 @@ class Tracker:
         if len(self._xy):
             dist, _ = cKDTree(self._xy).query(corners, distance_upper_bound=self._min_distance)
             corners = corners[~np.isfinite(dist)]
-        cell_of = lambda xy: (np.minimum((xy[:, 1] * rows / h).astype(np.int64), rows - 1) * cols
-                              + np.minimum((xy[:, 0] * cols / w).astype(np.int64), cols - 1))
+        def cell_of(xy: np.ndarray) -> np.ndarray:
+            return (np.minimum((xy[:, 1] * rows / h).astype(np.int64), rows - 1) * cols
+                    + np.minimum((xy[:, 0] * cols / w).astype(np.int64), cols - 1))
+
         room = p.per_cell - np.bincount(cell_of(self._xy), minlength=cols * rows)
         cell = cell_of(corners)
         order = np.argsort(cell, kind="stable")  # by cell, strongest first within a cell
