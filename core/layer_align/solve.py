@@ -209,8 +209,9 @@ def propagate(layers: Layers, links: Links, z: np.ndarray, direct: np.ndarray, d
     n_layers = layers.count
     log_scale = np.zeros(n_layers)
     source = np.where(direct_weight > 0, 1, 0).astype(np.int8)
-    link_order = np.argsort(links.src * n_layers + links.dst)
-    link_keys = (links.src * n_layers + links.dst)[link_order]
+    keys = links.src * n_layers + links.dst
+    link_order = np.argsort(keys)
+    link_keys = keys[link_order]
     link_strong = links.weight[link_order] >= track_iou
     memory = np.full(layers.labels.shape[1:], np.nan)
     for t in range(len(layers.offsets) - 1):
