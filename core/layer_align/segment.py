@@ -124,10 +124,13 @@ class _Steps:
         slope_after = (at(2 * b + 1) - at(b + 1)) / b
         self.turn = (slope_after - slope_before) / (0.5 * (at(b) + at(b + 1)))
         self.crease = np.abs(self.turn)
+        self._planar: dict[float, np.ndarray] = {}  # _planar_sides by tolerance (the merge pass asks twice)
 
     def _planar_sides(self, tol: float) -> np.ndarray:
         """bool per link: the ``CREASE_BASE`` samples on each side lie on one straight surface
         (relative second differences below ``tol`` at samples k - b + 1 .. k - 1 and k + 2 .. k + b)."""
+        if tol in self._planar:
+            return self._planar[tol]
         b, axis = CREASE_BASE, self.axis
         n = self.jump.shape[axis]
         pad = [(0, 0)] * self.curv.ndim
@@ -135,7 +138,8 @@ class _Steps:
         flat = np.pad(self.curv < tol, pad, constant_values=False)  # NaN (border, missing) is not flat
         at = lambda i: np.take(flat, np.arange(i, i + n), axis=axis)  # noqa: E731  (sample k + i - b)
         inner = [at(b + j) for j in range(1 - b, 0)] + [at(b + j) for j in range(2, b + 1)]
-        return np.logical_and.reduce(inner) if inner else np.ones(self.jump.shape, bool)
+        self._planar[tol] = np.logical_and.reduce(inner) if inner else np.ones(self.jump.shape, bool)
+        return self._planar[tol]
 
     def turns(self, tol: float) -> np.ndarray:
         """Signed turn of the surface across each link (``crease`` with its sign), NaN where a side is not straight."""
@@ -269,6 +273,8 @@ def _merge_links(comp: np.ndarray, soft_h: np.ndarray, soft_v: np.ndarray, flat_
     hi = np.concatenate([q[2] for q in pairs]).astype(np.int64)
     soft = np.concatenate([q[3] for q in pairs])
     weak = np.concatenate([q[4] for q in pairs])
+    turn = np.concatenate([q[5] for q in pairs])
+    along_v = np.repeat([False, True], [pairs[0][1].size, pairs[1][1].size])  # the link is a column link
     joins = [np.zeros_like(soft_h), np.zeros_like(soft_v)]
     if lo.size == 0:
         return joins[0], joins[1]
@@ -280,7 +286,7 @@ def _merge_links(comp: np.ndarray, soft_h: np.ndarray, soft_v: np.ndarray, flat_
     big_lo, big_hi = area[u_lo] >= crease_area, area[u_hi] >= crease_area
     merge = big_lo & big_hi & (votes >= share * total)
     if crease > 0:
-        merge &= ~_turning(inv, pairs, uniq.size, crease)
+        merge &= ~_turning(inv, turn, along_v, uniq.size, crease)
     flat = np.bincount(inv, weights=weak, minlength=uniq.size)
     # Each small region joins one neighbour (so fragments cannot bridge two layers): those under
     # min_area the neighbour with the most flat links, those under crease_area the one with the
@@ -301,19 +307,17 @@ def _merge_links(comp: np.ndarray, soft_h: np.ndarray, soft_v: np.ndarray, flat_
     return joins[0], joins[1]
 
 
-def _turning(inv: np.ndarray, pairs: list, n_pairs: int, crease: float) -> np.ndarray:
+def _turning(inv: np.ndarray, turn: np.ndarray, along_v: np.ndarray, n_pairs: int, crease: float) -> np.ndarray:
     """(n_pairs,) bool: the boundary turns, by its mean signed turn along either axis (see ``_merge_links``).
 
     Args:
-        inv: (B,) boundary link -> pair index, the row links (``pairs[0]``) first.
-        pairs: per axis (rows, columns), ``_merge_links``' boundary tuple; item 5 is the links' turns.
+        inv: (B,) boundary link -> pair index.
+        turn: (B,) each link's signed turn (NaN: not measured); along_v: (B,) bool, a column (vertical) link.
     """
     out = np.zeros(n_pairs, bool)
-    n_h = pairs[0][1].size
-    for axis, links in ((0, slice(0, n_h)), (1, slice(n_h, None))):
-        turn = pairs[axis][5]
-        ok = np.isfinite(turn)
-        g = inv[links][ok]
+    for axis in (False, True):
+        ok = np.isfinite(turn) & (along_v == axis)
+        g = inv[ok]
         n = np.bincount(g, minlength=n_pairs)
         mean = np.bincount(g, weights=turn[ok], minlength=n_pairs) / np.maximum(n, 1)
         sq = np.bincount(g, weights=turn[ok] ** 2, minlength=n_pairs) / np.maximum(n, 1)
