@@ -10,14 +10,18 @@ tracks stay spread over the whole frame.
 The forward pass runs in two calls: the pyramid on the half-resolution frames with half the window
 (with the whole window, the coarse levels cost as much as the full resolution each), then the full
 resolution with the whole window, starting from that flow (narrower footage, where half the window
-would be under 9 pixels: one pyramidal call). The backward check is one full-resolution call started
-from where each track came from: a consistent track goes back there in a step or two, one that does not
-match its start is pulled to what it does match. On the synthetic 1920x1080 shot (filtered 2x) it kept as
-many tracks as the same two-call pass backwards, as close to the truth (median 0.16 px, 15 % of
-observations over 1 px either way: corners on silhouettes, which the bundle adjustment rejects), at three
-fifths of its cost; the 1280x720 solve's static points came out as close (0.215, 0.215, 0.177 px against
-0.226, 0.226, 0.184 for seeds 0-2). Finding new corners on the half-resolution frame would cost a quarter,
-but put those points a quarter further off (0.276, 0.275, 0.242 px).
+would be under 9 pixels: one pyramidal call). The backward check is one call on the half-resolution
+frames with half the window (at full resolution where there are none), started from where each track
+came from: a consistent track goes back there in a step or two, one that does not match its start is
+pulled to what it does match. Measured against the truth on the synthetic 1920x1080 shot (filtered 2x,
+30 frames), the half-resolution check with a 17-pixel window (at 1280 px width: 27 at 1920) against the
+full-resolution check with a 21-pixel one (33 at 1920) ends more tracks (1622 started against 1300), mostly
+those drifting off silhouettes: median error 0.148 against 0.162 px, observations over 1 px 8.8 against
+15.9 %, a frame's median time 16.1 against 23.3 ms (mean 23.6 against 27.7: more seeding). The 1280x720
+solve's static points came out 0.025 px on seeds 0-2, against 0.035-0.036 px; the smaller window alone
+accounts for about a third of that, and at 640x360 (9 pixels against 11) for the focal's systematic 0.1 %
+shortfall. Finding new corners on the half-resolution frame would cost a quarter, but put the static points
+a quarter further off.
 
 Pixel positions use the project's convention (``core.geometry.camera.pixel_grid``): the centre of
 pixel (column c, row r) is (c + 0.5, r + 0.5); OpenCV's are at integers, hence the 0.5 shift.
@@ -36,7 +40,7 @@ from scipy.spatial import cKDTree
 class TrackerParams:
     """Tracker settings; distances in footage pixels at 1280 px width (scaled with the footage width)."""
 
-    window: int = 21            # Lucas-Kanade window side (pixels)
+    window: int = 17            # Lucas-Kanade window side (pixels; see the module docstring)
     levels: int = 3             # pyramid levels above the full resolution
     fb_max_px: float = 0.5      # forward-backward disagreement beyond which a track dies
     grid: tuple[int, int] = (16, 9)  # seeding cells (columns, rows)
@@ -125,12 +129,15 @@ class Tracker:
         return fine.reshape(-1, 2), (ok_coarse.ravel() == 1) & (ok.ravel() == 1)
 
     def _back(self, gray: tuple[np.ndarray, np.ndarray | None], nxt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, 2) positions in the previous frame of ``nxt`` (N, 2) in ``gray``, tracked back at full resolution
-        from the tracks' own start positions, and (N,) bool found (the forward-backward check)."""
-        back, ok, _ = cv2.calcOpticalFlowPyrLK(gray[0], self._gray[0], nxt.reshape(-1, 1, 2),
-                                               self._xy.reshape(-1, 1, 2).copy(), winSize=self._window, maxLevel=0,
+        """(N, 2) positions in the previous frame of ``nxt`` (N, 2) in ``gray``, tracked back from the tracks' own
+        start positions on the half-resolution frames (at full resolution where there are none), and (N,) bool
+        found (the forward-backward check)."""
+        level, window = (1, self._coarse_window) if self._coarse_window else (0, self._window)
+        scale = np.float32(0.5 ** level)
+        back, ok, _ = cv2.calcOpticalFlowPyrLK(gray[level], self._gray[level], nxt.reshape(-1, 1, 2) * scale,
+                                               self._xy.reshape(-1, 1, 2) * scale, winSize=window, maxLevel=0,
                                                criteria=self._criteria, flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
-        return back.reshape(-1, 2), ok.ravel() == 1
+        return back.reshape(-1, 2) / scale, ok.ravel() == 1
 
     def _follow(self, gray: tuple[np.ndarray, np.ndarray | None]) -> None:
         nxt, ok = self._flow(self._gray, gray, self._xy)
