@@ -220,8 +220,9 @@ def test_the_lens_is_solved_over_the_first_frames(runs, tmp_path):
     --refine-distortion the solve finds the lens over the first 90 frames, before the first window is
     written: its pixels (focal and distortion) within 0.4 px of the true lens's over the whole frame (0.38
     measured; 0.32 with the tracker's 9-pixel window here, 7 now: the 0.3 px the solve issue asks is not met
-    here, nor on two seeds of three at 1280x720, see the README's *Lens*), the focal within 0.5 %. Every window, solve.json and the notices carry it. A shot too short to determine
-    the focal keeps the network's; a given focal length is not refined."""
+    here, nor on two seeds of three at 1280x720, see the README's *Lens*), the focal within 0.5 %. Every
+    window, solve.json and the notices carry it. A shot too short to determine the focal keeps the
+    network's; a given focal length is not refined."""
     truth_k = (-0.08, 0.02)
     scene = Scene(SceneConfig(width=SIZE[0], height=SIZE[1], num_frames=90, texture=True, distortion=truth_k))
     backbone = SyntheticBackbone(scene, SyntheticNoise(seed=0, focal_bias=0.03), size=PREDICTION)

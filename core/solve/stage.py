@@ -32,9 +32,9 @@ keeps it, or, where the network is unsure of every pixel the track crosses, of t
 (``_start_points``): the mask keeps the network's surest half of the pixels, and tracks elsewhere are
 as good. (Left out, they would be more than half of the synthetic shot's tracks; with them its static
 points reproject 6x closer than without: 0.035 against 0.21 px at 1280x720, with the tracker of then.)
-The depth prior stays on the confident depth only. Track observations far from where the network's own cameras and depth
-put them (more than ``SolveParams.network_gate`` of the footage width: moving things, mismatches)
-are left out first, so a moving object cannot pull the solve.
+The depth prior stays on the confident depth only. Track observations far from where the network's
+own cameras and depth put them (more than ``SolveParams.network_gate`` of the footage width: moving
+things, mismatches) are left out first, so a moving object cannot pull the solve.
 
 A window whose tracks give too few solved points (textureless or static footage), or whose solve
 would move a camera implausibly far, keeps its registered cameras, and :attr:`WindowSolve.warning`
