@@ -1,9 +1,10 @@
 """How large footage must be for the camera solve to beat the network's cameras: why it is on by default from 512 px.
 
 The orientation tests' shot (120 frames, ground plane, walls, a moving object; network depth without per-layer
-scale errors unless ``--layer-errors``, predicted at ``--prediction``) is rendered textured (flat-shaded with
-``--flat``) at each of ``--sizes`` and reconstructed twice: registered only (``refine=False``) and solved
-(``refine=True``: the lens pass, then every window). Per run, against the truth:
+scale errors unless ``--layer-errors``, predicted at ``--prediction``; layer alignment off unless
+``--layer-align``) is rendered textured (flat-shaded with ``--flat``) at each of ``--sizes`` and reconstructed
+twice: registered only (``refine=False``) and solved (``refine=True``: the lens pass, then every window). Per run,
+against the truth:
 
 * ``ground_off``: the largest distance of true ground points (out to 25 m) from Z = 0 after the run's automatic
   orientation, as a share of the cameras' median height (the orientation tests ask under 5 %), the truth
@@ -19,7 +20,8 @@ scale errors unless ``--layer-errors``, predicted at ``--prediction``) is render
 * ``ate``: camera-centre RMSE after that Sim(3), as a share of the path length.
 
     .venv/bin/python benchmarks/solve_footage_size.py [--sizes 256x192 320x240 384x288 512x384] [--frames 120]
-        [--prediction 128x96] [--flat] [--layer-errors] [--seed 0] [--json benchmarks/results/solve_footage_size.json]
+        [--prediction 128x96] [--flat] [--layer-errors] [--layer-align] [--seed 0]
+        [--json benchmarks/results/solve_footage_size.json]
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ def main() -> None:
     ap.add_argument("--flat", action="store_true", help="flat-shaded surfaces (few features to track)")
     ap.add_argument("--layer-errors", action="store_true",
                     help="the synthetic network's default noise, with its per-layer depth scale errors")
+    ap.add_argument("--layer-align", action="store_true", help="layer-wise scale alignment on (as users run)")
     ap.add_argument("--seed", type=int, default=0, help="the synthetic network's noise seed")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -102,7 +105,8 @@ def main() -> None:
                 run = RunDir(Path(tmp) / f"{width}x{height}_{refine}")
                 backbone = SyntheticBackbone(scene, noise, size=args.prediction)
                 status = reconstruct(SyntheticSource(scene), backbone, run.root,
-                                     EngineSettings(window=30, overlap=10, layer_align=False, refine=refine))
+                                     EngineSettings(window=30, overlap=10, layer_align=args.layer_align,
+                                                    refine=refine))
                 assert status == "complete", status
                 orient_completed_run(run)
                 row["solved" if refine else "registered"] = measure(scene, run)
@@ -114,7 +118,7 @@ def main() -> None:
                   f"{b['ate_over_length']:.4f}", flush=True)
     save_results({"frames": args.frames, "prediction": list(args.prediction), "seed": args.seed,
                   "textured": not args.flat, "layer_errors": args.layer_errors,
-                  "rows": rows}, args.json)
+                  "layer_align": args.layer_align, "rows": rows}, args.json)
 
 
 if __name__ == "__main__":

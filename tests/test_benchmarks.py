@@ -96,10 +96,10 @@ def test_solve_benchmark(tmp_path):
 def test_footage_size_benchmark(tmp_path):
     out = tmp_path / "size.json"
     _bench("solve_footage_size.py", "--sizes", "128x96", "--frames", 24, "--prediction", "64x48", "--seed", 1,
-           "--json", out)
+           "--layer-align", "--json", out)
     results = json.loads(out.read_text())
     row = results["rows"][0]
-    assert row["size"] == [128, 96] and results["seed"] == 1
+    assert row["size"] == [128, 96] and results["seed"] == 1 and results["layer_align"]
     for run in (row["registered"], row["solved"]):
         assert 0 <= run["ground_off"] < 10 and 0 <= run["ground_off_path"] < 10
         assert 0 <= run["heading_deg"] < 45 and 0 < run["ate_over_length"] < 1

@@ -7,7 +7,7 @@ import pytest
 from test_solve_tracks import H, W, antialiased, seed_points
 
 from core.geometry.rotations import rotvec_to_rotation
-from core.solve.bundle import Observations, adjust, initial_points, scaled_focal
+from core.solve.bundle import Anchors, Observations, adjust, initial_points, scaled_focal
 from core.solve.tracks import Tracker
 from core.synthetic.scene import Scene, SceneConfig
 
@@ -72,7 +72,8 @@ def test_refined_cameras_reproject_ground_truth_points_sub_pixel(shot, seed):
     assert np.array_equal(result.world_from_cam[fixed], truth[fixed])
     before, after = ground_truth_rms(noisy, scene, gt_points), ground_truth_rms(result.world_from_cam, scene, gt_points)
     assert after <= 0.5 and after * 5 <= before
-    ate = [np.sqrt((np.linalg.norm(T[:, :3, 3] - truth[:, :3, 3], axis=1) ** 2).mean()) for T in (noisy, result.world_from_cam)]
+    ate = [np.sqrt((np.linalg.norm(T[:, :3, 3] - truth[:, :3, 3], axis=1) ** 2).mean())
+           for T in (noisy, result.world_from_cam)]
     assert ate[1] * 2 <= ate[0]
     # the run's own figure is an honest estimate of the ground-truth error (tracker noise on top)
     assert after / 2 <= result.rms_px <= max(2 * after, after + 0.3)
@@ -151,3 +152,37 @@ def test_a_zooms_focal_length_is_refined_frame_by_frame():
     assert np.all(held.frame_focal_scale == 1.0) and held.rms_px > result.rms_px + 0.05
     with pytest.raises(ValueError, match="per-frame focal"):
         adjust(noisy, fixed, network, obs, start, refine_frame_focal=True, refine_focal=True)
+
+
+def test_anchored_points_carry_the_scale():
+    """Without a depth prior nothing fixes the scale: a start scaled 1.2x about the held first camera reprojects
+    exactly and stays. Ten points anchored where an earlier window solved them bring every camera and point to
+    that window's scale."""
+    rng = np.random.default_rng(5)
+    frames = 12
+    scene = Scene(SceneConfig(width=960, height=540))
+    truth, K = scene.pose(np.arange(frames)), scene.K()
+    pixel = rng.uniform([0, 0], [960, 540], (300, 2))
+    depth = np.exp(rng.uniform(np.log(4), np.log(40), 300))
+    mid = truth[frames // 2]
+    world = (np.c_[(pixel - K[:2, 2]) / np.diag(K)[:2], np.ones(300)] * depth[:, None]) @ mid[:3, :3].T + mid[:3, 3]
+    uv, z = project(truth, K, world)
+    frame, point = np.nonzero((z > 0) & (uv >= 0).all(-1) & (uv < [960, 540]).all(-1))
+    obs = Observations(frame, point, uv[frame, point], np.full(len(frame), np.nan))
+    origin = truth[0, :3, 3]
+    scaled = truth.copy()
+    scaled[:, :3, 3] = origin + 1.2 * (truth[:, :3, 3] - origin)
+    start = origin + 1.2 * (world - origin)
+
+    def path_scale(result):
+        return np.linalg.norm(result.world_from_cam[-1, :3, 3] - origin) / np.linalg.norm(truth[-1, :3, 3] - origin)
+
+    free = adjust(scaled, np.zeros(frames, bool), K, obs, start)
+    assert path_scale(free) == pytest.approx(1.2, rel=1e-3)
+    anchors = Anchors.none(len(world))
+    anchors.xyz[:10] = world[:10]
+    anchors.sigma[:10] = 1e-3 * np.linalg.norm(world[:10] - origin, axis=1)
+    held = adjust(scaled, np.zeros(frames, bool), K, obs, start, anchors=anchors)
+    assert path_scale(held) == pytest.approx(1.0, rel=1e-3)
+    off = np.linalg.norm(held.points - world, axis=1) / np.linalg.norm(world - origin, axis=1)
+    assert np.nanmax(off) < 2e-3 and np.isfinite(off).sum() > 250

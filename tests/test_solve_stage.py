@@ -22,7 +22,10 @@ from core.metrics import ate, triangulated_reprojection_rms
 from core.run.files import RunDirError
 from core.run.manifest import InputGeometry, RunManifest, SourceInfo, resume_differences
 from core.run.rundir import RunDir
+from core.run.solve import Bundles
 from core.run.settings import EngineSettings
+from core.solve.bundle import Observations
+from core.solve.stage import SolveParams, _anchors, _frame_medians, _parallax
 from core.synthetic import Scene, SceneConfig, SyntheticBackbone, SyntheticNoise, SyntheticSource, render_clip
 from core.synthetic.solve_truth import static_truth
 from laser_blender.exporters import ExportOptions, export
@@ -310,3 +313,49 @@ def test_the_cli_solves_by_default_and_prints_the_solve_error(tmp_path):
     r = subprocess.run(align_command + [str(tmp_path / "unasked")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "camera solve skipped" not in r.stderr, r.stderr
     assert RunDir(tmp_path / "unasked").read_solve() is None
+
+
+def test_a_windows_tracks_are_linked_to_the_previous_windows_solved_points():
+    """A track is the previous window's solved point when their observations on the overlap frames (10-13 here)
+    agree within ``link_px`` on ``link_views`` frames or more, and no other track or point claims either."""
+    params = SolveParams()
+    prev_xyz = np.array([[0.0, 0.0, 10.0], [1.0, 0.0, 20.0], [2.0, 1.0, 5.0]])
+    prev_xy = np.array([[100.0, 50.0], [300.0, 80.0], [500.0, 200.0]])
+    step = np.array([2.0, 0.5])  # the image motion per frame
+    overlap = np.arange(10, 14)
+    previous = Bundles(prev_xyz, np.zeros((3, 3), np.uint8), np.repeat(np.arange(3), 4), np.tile(overlap, 3),
+                       (prev_xy[:, None] + (overlap - 10)[:, None] * step).reshape(-1, 2).astype(np.float32))
+    frames = np.arange(10, 16)  # the window: 4 overlap frames, then 2 new ones
+    # track 0 follows point 0 0.2 px off; track 1 meets point 1 on 2 frames only; tracks 2 and 3 both follow
+    # point 2; track 4 is seen on the new frames only
+    rows = [(0, 0, range(4), 0.2), (1, 1, range(2), 0.1), (1, 1, range(2, 6), 3.0), (2, 2, range(6), 0.1),
+            (3, 2, range(6), -0.1), (4, 0, range(4, 6), 0.0)]
+    frame, point, xy = [], [], []
+    for track, near, at, off in rows:
+        at = np.array(list(at))
+        frame.append(at)
+        point.append(np.full(len(at), track))
+        xy.append(prev_xy[near] + at[:, None] * step + off)
+    obs = Observations(np.concatenate(frame), np.concatenate(point), np.concatenate(xy),
+                       np.full(sum(map(len, frame)), np.nan))
+    world_from_cam = np.tile(np.eye(4), (len(frames), 1, 1))
+    anchors = _anchors(obs, frames, 4, world_from_cam, previous, 5, params)
+    linked = np.isfinite(anchors.xyz).all(1)
+    np.testing.assert_array_equal(linked, [True, False, False, False, False])
+    np.testing.assert_allclose(anchors.xyz[0], prev_xyz[0])
+    assert anchors.sigma[0] == pytest.approx(params.link_sigma * np.linalg.norm(prev_xyz[0]))
+    assert not np.isfinite(_anchors(obs, frames, 4, world_from_cam, None, 5, params).xyz).any()
+
+
+def test_the_depth_rescale_trusts_tracks_by_their_parallax():
+    """A track seen from cameras 1 m apart at 10 m has a parallax of 2 atan(0.05); one seen from a single
+    place none. Per frame, the weighted median follows the heavy values; with no weight, the plain median."""
+    world_from_cam = np.tile(np.eye(4), (3, 1, 1))
+    world_from_cam[:, 0, 3] = [0.0, 0.5, 1.0]
+    points = np.array([[0.5, 0.0, 10.0], [0.0, 0.0, 50.0], [np.nan, np.nan, np.nan]])
+    obs = Observations(np.array([2, 0, 1, 0, 0]), np.array([0, 0, 0, 1, 2]), np.zeros((5, 2)), np.zeros(5))
+    np.testing.assert_allclose(_parallax(world_from_cam, points, obs), [2 * np.arctan(0.05), 0.0, 0.0], atol=1e-12)
+    values, frame = np.array([1.0, 2.0, 3.0, 10.0, 20.0]), np.array([0, 0, 0, 1, 1])
+    weights = np.array([0.0, 0.0, 1.0, 0.0, 0.0])
+    np.testing.assert_allclose(_frame_medians(values, weights, frame, 3, 2), [3.0, 10.0, np.nan])
+    assert np.isnan(_frame_medians(values, np.ones(5), frame, 3, 4)).all()  # too few values in every frame

@@ -20,7 +20,8 @@ A free camera is parameterised by a rotation vector ``w`` (R = R0 @ exp(w)) and 
 Residuals: reprojection in pixels (pinhole through the distortion), and ``log(z / network depth) /
 depth_sigma`` per observation with a network depth (it holds the scale where parallax is low and keeps
 points near the surfaces); with ``refine_frame_focal``, ``phi_f / zoom_prior`` per refined focal and the
-second difference of consecutive cameras' log focal lengths over ``zoom_smooth``.
+second difference of consecutive cameras' log focal lengths over ``zoom_smooth``; for each point with an
+anchor (:class:`Anchors`: where an earlier window solved it), its offset from there over the anchor's sigma.
 """
 
 from __future__ import annotations
@@ -45,6 +46,19 @@ class Observations:
 
     def subset(self, keep: np.ndarray) -> Observations:
         return Observations(self.frame[keep], self.point[keep], self.xy[keep], self.depth[keep])
+
+
+@dataclass(frozen=True)
+class Anchors:
+    """Where earlier solves put some of the points: ``xyz`` (P, 3) (NaN: no anchor) and ``sigma`` (P,) the
+    tolerance of each, in scene units (isotropic)."""
+
+    xyz: np.ndarray
+    sigma: np.ndarray
+
+    @staticmethod
+    def none(num_points: int) -> Anchors:
+        return Anchors(np.full((num_points, 3), np.nan), np.ones(num_points))
 
 
 @dataclass(frozen=True)
@@ -129,10 +143,10 @@ def project(R: np.ndarray, C: np.ndarray, K: np.ndarray, points: np.ndarray, obs
 def adjust(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Observations,
            points: np.ndarray, params: BundleParams = BundleParams(), refine_focal: bool = False,
            distortion: tuple[float, float] = (0.0, 0.0), refine_distortion: bool = False,
-           refine_frame_focal: bool = False) -> BundleResult:
+           refine_frame_focal: bool = False, anchors: Anchors | None = None) -> BundleResult:
     """Refine the cameras not ``fixed`` ((F,) bool), the points, with ``refine_focal`` the focal length (or
     with ``refine_frame_focal`` each one's not ``fixed``, ``K`` then (F, 3, 3)) and with ``refine_distortion`` the
-    ``distortion``; see the module docstring.
+    ``distortion``; the points with ``anchors`` are held near them; see the module docstring.
 
     With no fixed camera the first is held (the gauge); the depth prior holds the scale.
     """
@@ -151,7 +165,7 @@ def adjust(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
         sub = obs.subset(used)
         T, points_new, scale, focal_std, distortion, frame = _solve(
             T, fixed, K, sub, points, params, refine_focal, distortion, refine_distortion, focal_free,
-            tolerance=params.screen_tolerance if stage == 0 else params.tolerance)
+            anchors=anchors, tolerance=params.screen_tolerance if stage == 0 else params.tolerance)
         K, focal_scale = scaled_focal(K, scale * frame), focal_scale * scale
         frame_scale = frame_scale * frame
         points = np.where(np.isin(np.arange(len(points)), sub.point)[:, None], points_new, points)
@@ -188,7 +202,7 @@ def _enough_views(obs: Observations, inlier: np.ndarray, num_points: int, min_vi
 def _solve(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Observations,
            points: np.ndarray, params: BundleParams, refine_focal: bool = False,
            distortion: tuple[float, float] = (0.0, 0.0), refine_distortion: bool = False,
-           focal_free: np.ndarray | None = None, iterations: int = 100,
+           focal_free: np.ndarray | None = None, anchors: Anchors | None = None, iterations: int = 100,
            tolerance: float = 1e-5) -> tuple[np.ndarray, np.ndarray, float, float, tuple[float, float], np.ndarray]:
     """Levenberg-Marquardt on cameras and points with the points eliminated (Schur complement), Huber by IRLS.
 
@@ -196,7 +210,8 @@ def _solve(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
     scale (1 unless ``refine_focal``), the standard deviation of its log per pixel of residual noise (inf
     when held), the distortion (refined with ``refine_distortion``) and the (F,) per-camera focal scales (1
     but where ``focal_free`` (F,) bool); stops after ``iterations`` steps, or
-    at a step that lowers the cost by less than the fraction ``tolerance``.
+    at a step that lowers the cost by less than the fraction ``tolerance``. A point with an anchor adds
+    ``I / sigma^2`` to its 3x3 block.
     The observations lie on a dense (F, P') grid of cameras by observed points (at most one observation per
     camera and point; an empty cell weighs nothing), so per-point and per-camera sums are axis sums and the
     camera-point blocks W of the Hessian come out dense. Each point's damped 3x3 block is factored in closed
@@ -214,6 +229,10 @@ def _solve(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
     both = np.flatnonzero(focal_free[free])  # slots in ``free`` of cameras whose focal is free too
     point_ids, point_slot = np.unique(obs.point, return_inverse=True)
     R, C, P = world_from_cam[:, :3, :3].copy(), world_from_cam[:, :3, 3].copy(), points[point_ids]
+    anchors = anchors or Anchors.none(len(points))
+    anchored = np.isfinite(anchors.xyz[point_ids]).all(1)
+    anchor_xyz = np.where(anchored[:, None], anchors.xyz[point_ids], 0.0).T  # (3, P')
+    anchor_weight = np.where(anchored, 1.0 / anchors.sigma[point_ids], 0.0)  # (P',)
     grid = (len(fixed), len(point_ids))
     cell = (obs.frame, point_slot)
     seen, xy, log_depth, depth_weight = np.zeros(grid), np.zeros((2,) + grid), np.zeros(grid), np.zeros(grid)
@@ -239,8 +258,8 @@ def _solve(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
 
     def evaluate(R, C, P, lens, phi):
         """Camera-space points (3, F, P'), clamped z (F, P'), residuals (3, F, P') (pixels; weighted log
-        depth; zero in empty cells), pixel errors (F, P') and the robust cost; ``lens`` (phi, k1, k2),
-        ``phi`` (F,) each camera's log focal scale."""
+        depth; zero in empty cells), pixel errors (F, P') and the robust cost (with the anchors'); ``lens``
+        (phi, k1, k2), ``phi`` (F,) each camera's log focal scale."""
         Rt = R.transpose(2, 0, 1)  # Rt[c, f] = column c of camera f's R
         pc = (Rt.reshape(-1, 3) @ P.T).reshape(3, *grid) - np.einsum("cfj,fj->cf", Rt, C)[:, :, None]
         z = np.maximum(pc[2], 1e-6)
@@ -250,12 +269,13 @@ def _solve(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
         r[2] = (np.log(z) - log_depth) * depth_weight
         e = np.hypot(r[0], r[1])
         cost = np.where(e < k, e ** 2, 2 * k * e - k * k).sum() + (r[2] ** 2).sum()
+        cost += (((P.T - anchor_xyz) * anchor_weight) ** 2).sum()
         return pc, z, r, e, cost + sum((p ** 2).sum() for p in prior(phi))
 
-    def normal_equations(R, lens, phi, pc, z, r, e):
-        """Huber-weighted Gauss-Newton blocks: per point Hpp (3, 3, P') and gp (3, P'); the reduced unknowns'
-        (free cameras, then the lens's) H (n, n) (block diagonal in the cameras) and g (n,); their blocks with
-        the points W (n, 3, P')."""
+    def normal_equations(R, P, lens, phi, pc, z, r, e):
+        """Huber-weighted Gauss-Newton blocks: per point Hpp (3, 3, P') and gp (3, P') (with the anchors'); the
+        reduced unknowns' (free cameras, then the lens's) H (n, n) (block diagonal in the cameras) and g (n,);
+        their blocks with the points W (n, 3, P')."""
         s = np.sqrt(np.where(e < k, 1.0, k / np.maximum(e, 1e-12))) * seen
         iz = 1.0 / z
         fxs, fys = fx * np.exp(lens[0] + phi)[:, None] * s, fy * np.exp(lens[0] + phi)[:, None] * s
@@ -309,7 +329,8 @@ def _solve(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
             H = np.block([[H, Hlc.T], [Hlc, Hll]])
             gc = np.append(gc, (Jl * rw[None, :2]).sum((1, 2, 3)))
             W = np.concatenate([W, Wl.sum(2)])
-        return N.sum(2), gp.sum(1), H, gc, W
+        Hpp = N.sum(2) + np.eye(3)[:, :, None] * anchor_weight ** 2
+        return Hpp, gp.sum(1) + (P.T - anchor_xyz) * anchor_weight ** 2, H, gc, W
 
     def reduced(system, lam):
         """Point factors L, ``v = L^-1 gp``, ``Z = W L^-T`` (n, 3P') and the damped reduced system S (n, n)."""
@@ -325,7 +346,7 @@ def _solve(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
     cost = state[-1]
     lam = 1e-4
     for _ in range(iterations):
-        system = normal_equations(R, lens, phi, *state[:-1])
+        system = normal_equations(R, P, lens, phi, *state[:-1])
         while True:
             L, v, Z, S = reduced(system, lam)
             dc = np.linalg.solve(S, Z @ v.ravel() - system[3]) if len(S) else np.zeros(0)
@@ -353,7 +374,7 @@ def _solve(world_from_cam: np.ndarray, fixed: np.ndarray, K: np.ndarray, obs: Ob
             break
     phi_std = float("inf")
     if refine_focal:  # the reduced system at the solution is the inverse covariance of cameras and lens
-        S = reduced(normal_equations(R, lens, phi, *state[:-1]), 0.0)[3]
+        S = reduced(normal_equations(R, P, lens, phi, *state[:-1]), 0.0)[3]
         unit = np.zeros(len(S))
         unit[n_pose] = 1.0
         phi_std = float(np.sqrt(max(np.linalg.solve(S, unit)[n_pose], 0.0)))

@@ -26,9 +26,16 @@ frames get their own focal length refined with their cameras, near the network's
 along a smooth curve (``BundleParams.zoom_prior``, ``zoom_smooth``); the overlap frames, already
 emitted, keep theirs.
 
+Scale from window to window: the overlap cameras' short baseline shows little depth, and the network
+prior is loose, so on their own a window could settle a few % off the one before (at 640x480, up to
+2 %: the dense clouds then disagree and the ground fitted to them tilts). The previous window's solved
+points were triangulated over all its frames: a track of this window that follows one of them over the
+overlap frames is that point, and is anchored there (``_anchors``; ``SolveParams.link_*``).
+
 Then the dense depth follows the solve: each new frame's depth map is rescaled by the median ratio
 of its solved track depths to the network's depth under them, so the point cloud written for a frame
-agrees with its refined camera.
+agrees with its refined camera. Tracks seen over little parallax (far ones) count less in that median:
+their solved depth is barely measured (``SolveParams.depth_parallax_deg``).
 
 Each track starts from the median back-projection of its network depth where the confidence mask
 keeps it, or, where the network is unsure of every pixel the track crosses, of the unmasked depth
@@ -53,12 +60,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from core.registration import Reference, RegistrationResult
 from core.run.arrays import AlignedWindow
 from core.run.manifest import InputGeometry
 from core.run.solve import Bundles, SolveReport, SolveTally
-from core.solve.bundle import BundleParams, Observations, adjust, initial_points, project, scaled_focal
+from core.solve.bundle import Anchors, BundleParams, Observations, adjust, initial_points, project, scaled_focal
 from core.solve.tracks import WindowTracks
 
 
@@ -70,6 +78,8 @@ class SolveParams:
     max_shift: float = 0.25     # a solve moving a camera centre farther than this share of the median
     #                             track depth is not trusted
     min_depth_obs: int = 20     # inlier observations a frame needs for its depth map to be rescaled
+    depth_parallax_deg: float = 1.0  # in that rescale, tracks seen over less parallax than this count less, by
+    #                                  the square of the ratio (the precision of their depth)
     network_gate: float = 0.01  # track observations farther than this share of the footage width from where
     #                             the network's cameras and depth put them are left out before the adjustment
     #                             (moving things, mismatches): they would otherwise pull the solve
@@ -82,6 +92,9 @@ class SolveParams:
     #                             4 % off; 90 frames: +-0.03 %, 0.16 % off; with the distortion: +-0.08 %,
     #                             0.11 % off)
     focal_change: float = 0.25  # ... and it differs from the network's by less than this fraction
+    link_px: float = 0.5        # a track of this window is the previous window's solved point when their
+    link_views: int = 3         # observations lie this close (footage pixels) on this many overlap frames ...
+    link_sigma: float = 0.01    # ... and that point holds it to this share of its distance from the camera
     bundle: BundleParams = field(default_factory=BundleParams)
 
 
@@ -124,14 +137,33 @@ def _start_points(world_from_cam: np.ndarray, K: np.ndarray, obs: Observations, 
     return start
 
 
-def _frame_medians(values: np.ndarray, frame: np.ndarray, frames: int, minimum: int) -> np.ndarray:
-    """(frames,) median of ``values`` per frame index, NaN where a frame has fewer than ``minimum``."""
+def _frame_medians(values: np.ndarray, weights: np.ndarray, frame: np.ndarray, frames: int,
+                   minimum: int) -> np.ndarray:
+    """(frames,) weighted median of ``values`` per frame index (``weights`` (M,) >= 0), NaN where a frame has fewer
+    than ``minimum`` values."""
     out = np.full(frames, np.nan)
     for f in range(frames):
-        v = values[frame == f]
-        if len(v) >= minimum:
-            out[f] = np.median(v)
+        at = frame == f
+        if at.sum() >= minimum:
+            order = np.argsort(values[at])
+            cum = np.cumsum(weights[at][order] + 1e-9)  # all of them zero: the plain median
+            out[f] = values[at][order][min(np.searchsorted(cum, 0.5 * cum[-1]), len(cum) - 1)]
     return out
+
+
+def _parallax(world_from_cam: np.ndarray, points: np.ndarray, obs: Observations) -> np.ndarray:
+    """(P,) each point's parallax (radians): the angle between the rays to it from its first and last
+    observing cameras (``world_from_cam`` (F, 4, 4), observations in frame order); 0 where unsolved."""
+    ray = np.nan_to_num(points)[obs.point] - world_from_cam[obs.frame, :3, 3]
+    ray /= np.maximum(np.linalg.norm(ray, axis=1, keepdims=True), 1e-12)
+    order = np.lexsort((obs.frame, obs.point))
+    point = obs.point[order]
+    first = np.flatnonzero(np.r_[True, point[1:] != point[:-1]])
+    last = np.r_[first[1:] - 1, len(point) - 1]
+    out = np.zeros(len(points))
+    cos = (ray[order[first]] * ray[order[last]]).sum(1)
+    out[point[first]] = np.arccos(np.clip(cos, -1.0, 1.0))
+    return np.where(np.isfinite(points).all(1), out, 0.0)
 
 
 class CameraSolve:
@@ -157,6 +189,7 @@ class CameraSolve:
         self.distortion: tuple[float, float] | None = None
         self.tally = SolveTally()
         self._to_footage = geometry.to_footage()
+        self._previous: Bundles | None = None  # the last window's sparse solve (its points anchor the next's)
 
     @property
     def refines_lens(self) -> bool:
@@ -168,6 +201,7 @@ class CameraSolve:
         self.tally = SolveTally()
         for bundles in windows:
             self.tally.add(bundles)
+        self._previous = windows[-1] if windows else None
         self.focal_refined = bool(report and report.focal_refined)
         self.distortion = report.distortion if report is not None else None
 
@@ -219,8 +253,10 @@ class CameraSolve:
                                  f"cameras over {self.params.bundle.min_views} frames or more (at least "
                                  f"{self.params.min_points} needed; damaged, blurred or mostly moving footage?)")
         lens = self._lens_distortion
+        anchors = _anchors(obs, frames, n_fixed, poses, self._previous, tracked, self.params)
+        start = np.where(np.isfinite(anchors.xyz), anchors.xyz, start)
         ba = adjust(poses, np.arange(len(frames)) < n_fixed, Kf, obs, start,
-                    self.params.bundle, distortion=lens, refine_frame_focal=zoom)
+                    self.params.bundle, distortion=lens, refine_frame_focal=zoom, anchors=anchors)
         solved = int(np.isfinite(ba.points).all(1).sum())
         typical = float(np.nanmedian(obs.depth)) if np.isfinite(obs.depth).any() else np.inf
         shift = float(np.linalg.norm(ba.world_from_cam[n_fixed:, :3, 3] - poses[n_fixed:, :3, 3], axis=1).max(
@@ -233,11 +269,15 @@ class CameraSolve:
             return self._skipped(result, tracks.count, f"the solve moved a camera by {shift:.3g} scene units "
                                  f"at a typical depth of {typical:.3g} (mismatched tracks?)")
 
-        # dense depth follows the solve: per new frame, the median ratio of solved to network track depth
+        # dense depth follows the solve: per new frame, the median ratio of solved to network track depth, the
+        # tracks with little parallax weighted down by how poorly the cameras' motion measures their depth
+        # (the inverse variance of log depth goes as the parallax squared)
         R, C = ba.world_from_cam[:, :3, :3], ba.world_from_cam[:, :3, 3]
         uv, z = project(R, C, scaled_focal(Kf, ba.frame_focal_scale), np.nan_to_num(ba.points), obs, lens)
         use = ba.inlier & np.isfinite(obs.depth) & (obs.frame >= n_fixed)
-        ratio = _frame_medians(np.log(z[use] / obs.depth[use]), obs.frame[use] - n_fixed, len(win),
+        parallax = _parallax(ba.world_from_cam, ba.points, obs.subset(ba.inlier))[obs.point[use]]
+        weight = np.minimum(np.degrees(parallax) / self.params.depth_parallax_deg, 1.0) ** 2
+        ratio = _frame_medians(np.log(z[use] / obs.depth[use]), weight, obs.frame[use] - n_fixed, len(win),
                                self.params.min_depth_obs)
         factor = np.exp(np.nan_to_num(ratio)).astype(np.float32)
         new_poses = ba.world_from_cam[n_fixed:]
@@ -251,6 +291,7 @@ class CameraSolve:
         bundles = self._bundles(obs, ba.inlier, n_fixed, frames, ba.points, rgb,
                                 np.linalg.norm(uv - obs.xy, axis=1), tracks.count)
         self.tally.add(bundles)
+        self._previous = bundles
         return WindowSolve(RegistrationResult(window=refined, reference=reference), bundles)
 
     def calibrate(self, windows: list[AlignedWindow], tracks: list[WindowTracks],
@@ -351,6 +392,7 @@ class CameraSolve:
         empty = Bundles(np.zeros((0, 3)), np.zeros((0, 3), np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64),
                         np.zeros((0, 2), np.float32), tracks=count)
         self.tally.add(empty)
+        self._previous = empty
         return WindowSolve(result, empty, f"window {result.window.index}: camera solve skipped, {why}; "
                                           "keeping the network's cameras for its frames")
 
@@ -365,6 +407,46 @@ class CameraSolve:
         first[slot[::-1]] = np.flatnonzero(keep)[::-1]  # each point's first observation (its colour)
         return Bundles(points[used], rgb[first], slot, frames[obs.frame[keep]], obs.xy[keep].astype(np.float32),
                        err[keep].astype(np.float32), tracks=count)
+
+
+def _anchors(obs: Observations, frames: np.ndarray, n_fixed: int, world_from_cam: np.ndarray,
+             previous: Bundles | None, num_points: int, params: SolveParams) -> Anchors:
+    """The window's points that are the ``previous`` window's solved points, anchored there.
+
+    The window's tracker and the previous window's both follow the overlap frames (``frames[:n_fixed]``, the
+    previous window's last): a track of this window whose observations there lie within ``params.link_px``
+    of one solved point's on ``params.link_views`` frames or more is that point, held to it within
+    ``params.link_sigma`` of its distance from the first overlap camera. The overlap cameras alone carry the
+    scale from window to window only through their short baseline; the previous window's points were
+    triangulated over all its frames.
+
+    Args:
+        obs: the window's observations (camera indices into ``frames``), ``num_points`` points.
+        frames: (F,) source frames of the window's cameras, the ``n_fixed`` overlap frames first.
+        world_from_cam: (F, 4, 4) their cameras.
+        previous: the previous window's sparse solve (None or empty: no anchors).
+    """
+    out = Anchors.none(num_points)
+    here = obs.frame < n_fixed
+    if previous is None or not len(previous.xyz) or not here.any():
+        return out
+    # one KD-tree over both windows' overlap observations, frames kept apart along a third axis
+    apart = 4.0 * params.link_px + 1e6
+    mine = np.c_[obs.xy[here], frames[obs.frame[here]] * apart]
+    theirs = np.c_[previous.obs_xy, previous.obs_frame * apart]
+    dist, nearest = cKDTree(theirs).query(mine, distance_upper_bound=params.link_px)
+    close = np.isfinite(dist)
+    pairs, votes = np.unique(np.c_[obs.point[here][close], previous.obs_point[nearest[close]]], axis=0,
+                             return_counts=True)
+    pairs = pairs[votes >= params.link_views]
+    # a track taken by two of the previous points (or a point by two tracks): keep neither, they are ambiguous
+    unique = (np.bincount(pairs[:, 0], minlength=num_points)[pairs[:, 0]] == 1) & (
+        np.bincount(pairs[:, 1], minlength=len(previous.xyz))[pairs[:, 1]] == 1)
+    track, point = pairs[unique].T
+    xyz = previous.xyz[point]
+    out.xyz[track] = xyz
+    out.sigma[track] = params.link_sigma * np.linalg.norm(xyz - world_from_cam[0, :3, 3], axis=1)
+    return out
 
 
 def _updated_reference(reference: Reference, frames: np.ndarray, poses: np.ndarray, factor: np.ndarray,
