@@ -17,7 +17,10 @@ against the truth:
   the ground 25 m away shows as several % of the camera height;
 * ``heading_deg``: the mean angle between the run's camera rotations and the true ones after the Sim(3) that
   fits the camera centres (a path that bends against its cameras);
-* ``ate``: camera-centre RMSE after that Sim(3), as a share of the path length.
+* ``ate``: camera-centre RMSE after that Sim(3), as a share of the path length;
+* ``chamfer`` (accuracy and completeness averaged) and ``abs_rel``: the point cloud and depth maps as users see
+  them, against the true ones (``laser-blender evaluate``: scene units, after the path's Sim(3); Abs Rel after one
+  global scale).
 
     .venv/bin/python benchmarks/solve_footage_size.py [--sizes 256x192 320x240 384x288 512x384] [--frames 120]
         [--prediction 128x96] [--flat] [--layer-errors] [--layer-align] [--seed 0]
@@ -45,8 +48,10 @@ from core.geometry.transforms import umeyama_sim3  # noqa: E402
 from core.metrics import ate  # noqa: E402
 from core.run.rundir import RunDir  # noqa: E402
 from core.run.settings import EngineSettings  # noqa: E402
-from core.synthetic import Scene, SceneConfig, SyntheticBackbone, SyntheticNoise, SyntheticSource  # noqa: E402
+from core.synthetic import (Scene, SceneConfig, SyntheticBackbone, SyntheticNoise, SyntheticSource,  # noqa: E402
+                            render_clip)
 from laser_blender.driver import orient_completed_run  # noqa: E402
+from laser_blender.evaluate import evaluate_run  # noqa: E402
 from laser_blender.orient import run_cameras  # noqa: E402
 
 
@@ -55,8 +60,9 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def measure(scene: Scene, run: RunDir) -> dict:
-    """Ground, heading and ATE of a finished, oriented run against ``scene``'s truth (see the module docstring)."""
+def measure(scene: Scene, run: RunDir, gt_dir: Path) -> dict:
+    """Ground, heading, ATE and point cloud of a finished, oriented run against ``scene``'s truth (written to
+    ``gt_dir``; see the module docstring)."""
     poses = run_cameras(run)
     truth = scene.pose(np.arange(len(poses)))
     scene_world = run.scene_transform()
@@ -77,9 +83,11 @@ def measure(scene: Scene, run: RunDir) -> dict:
     s, R, t = umeyama_sim3(truth[:, :3, 3], poses[:, :3, 3])
     angle = rotation_angle_deg(np.einsum("fji,fjk->fik", R @ truth[:, :3, :3], poses[:, :3, :3]))
     err = ate(poses, truth)
+    cloud = evaluate_run(run.root, gt_dir)
     return {"ground_off": ground_off(s_cams, R_cams, dst.mean(0) - s_cams * src.mean(0)),
             "ground_off_path": ground_off(s, R, t), "heading_deg": float(angle.mean()),
-            "ate_over_length": err["rmse_over_length"]}
+            "ate_over_length": err["rmse_over_length"], "chamfer": cloud["pointcloud"]["chamfer"],
+            "abs_rel": cloud["depth"]["abs_rel"]}
 
 
 def main() -> None:
@@ -98,8 +106,9 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for width, height in args.sizes:
-            scene = Scene(SceneConfig(width=width, height=height, num_frames=args.frames,
-                                      texture=not args.flat))
+            config = SceneConfig(width=width, height=height, num_frames=args.frames, texture=not args.flat)
+            scene = Scene(config)
+            _, gt_dir = render_clip(Path(tmp) / f"{width}x{height}", config)
             row = {"size": [width, height]}
             for refine in (False, True):
                 run = RunDir(Path(tmp) / f"{width}x{height}_{refine}")
@@ -109,13 +118,14 @@ def main() -> None:
                                                     refine=refine))
                 assert status == "complete", status
                 orient_completed_run(run)
-                row["solved" if refine else "registered"] = measure(scene, run)
+                row["solved" if refine else "registered"] = measure(scene, run, gt_dir)
             rows.append(row)
             a, b = row["registered"], row["solved"]
             print(f"{width}x{height}: ground off Z=0 {a['ground_off']:.1%} -> {b['ground_off']:.1%} of the camera "
                   f"height ({a['ground_off_path']:.1%} -> {b['ground_off_path']:.1%} by the path), heading "
                   f"{a['heading_deg']:.2f} -> {b['heading_deg']:.2f} deg, ATE/length {a['ate_over_length']:.4f} -> "
-                  f"{b['ate_over_length']:.4f}", flush=True)
+                  f"{b['ate_over_length']:.4f}, Chamfer {a['chamfer']:.3f} -> {b['chamfer']:.3f}, Abs Rel "
+                  f"{a['abs_rel']:.4f} -> {b['abs_rel']:.4f}", flush=True)
     save_results({"frames": args.frames, "prediction": list(args.prediction), "seed": args.seed,
                   "textured": not args.flat, "layer_errors": args.layer_errors,
                   "layer_align": args.layer_align, "rows": rows}, args.json)

@@ -27,7 +27,7 @@ from core.run.files import RunDirError, RunDirRefused
 from core.run.manifest import InputGeometry, PredictionsMeta, RunManifest, RunStatus, SourceInfo, resume_differences
 from core.run.rundir import PredictionsDir, RunDir, RunWriter, load_aligned, load_prediction
 from core.run.settings import EngineSettings
-from core.solve.stage import CameraSolve
+from core.solve.stage import CameraSolve, SolveParams
 from core.solve.tracks import WindowTracker, WindowTracks
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,8 @@ def camera_solve(settings: EngineSettings, geometry: InputGeometry, footage: boo
         if why:
             log.info(why)
         return None
-    return CameraSolve(geometry, refine_focal=settings.focal_px is None and not settings.zoom,
+    return CameraSolve(geometry, SolveParams(segment=settings.layer),
+                       refine_focal=settings.focal_px is None and not settings.zoom,
                        refine_distortion=settings.refine_distortion)
 
 

@@ -103,6 +103,7 @@ def test_footage_size_benchmark(tmp_path):
     for run in (row["registered"], row["solved"]):
         assert 0 <= run["ground_off"] < 10 and 0 <= run["ground_off_path"] < 10
         assert 0 <= run["heading_deg"] < 45 and 0 < run["ate_over_length"] < 1
+        assert run["chamfer"] > 0 and 0 < run["abs_rel"] < 1
     assert row["solved"] != row["registered"]  # the solve moved the cameras
 
 

@@ -25,7 +25,7 @@ from core.run.rundir import RunDir
 from core.run.solve import Bundles
 from core.run.settings import EngineSettings
 from core.solve.bundle import Observations
-from core.solve.stage import SolveParams, _anchors, _frame_medians, _parallax
+from core.solve.stage import SolveParams, _anchors, _depth_factors, _parallax
 from core.synthetic import Scene, SceneConfig, SyntheticBackbone, SyntheticNoise, SyntheticSource, render_clip
 from core.synthetic.solve_truth import static_truth
 from laser_blender.exporters import ExportOptions, export
@@ -349,13 +349,43 @@ def test_a_windows_tracks_are_linked_to_the_previous_windows_solved_points():
 
 def test_the_depth_rescale_trusts_tracks_by_their_parallax():
     """A track seen from cameras 1 m apart at 10 m has a parallax of 2 atan(0.05); one seen from a single
-    place none. Per frame, the weighted median follows the heavy values; with no weight, the plain median."""
+    place none."""
     world_from_cam = np.tile(np.eye(4), (3, 1, 1))
     world_from_cam[:, 0, 3] = [0.0, 0.5, 1.0]
     points = np.array([[0.5, 0.0, 10.0], [0.0, 0.0, 50.0], [np.nan, np.nan, np.nan]])
     obs = Observations(np.array([2, 0, 1, 0, 0]), np.array([0, 0, 0, 1, 2]), np.zeros((5, 2)), np.zeros(5))
     np.testing.assert_allclose(_parallax(world_from_cam, points, obs), [2 * np.arctan(0.05), 0.0, 0.0], atol=1e-12)
-    values, frame = np.array([1.0, 2.0, 3.0, 10.0, 20.0]), np.array([0, 0, 0, 1, 1])
-    weights = np.array([0.0, 0.0, 1.0, 0.0, 0.0])
-    np.testing.assert_allclose(_frame_medians(values, weights, frame, 3, 2), [3.0, 10.0, np.nan])
-    assert np.isnan(_frame_medians(values, np.ones(5), frame, 3, 4)).all()  # too few values in every frame
+
+
+def test_the_depth_follows_the_solved_tracks_layer_by_layer():
+    """Frame 0: a near wall (left, 5 m) and a far one (right, 20 m) that the network got 10 % too far and 5 %
+    too near: each layer is rescaled by its own tracks (nearly: shrunk towards the frame's by the layers'
+    spread against their uncertainty), a track with no weight (no parallax) does not count. Frame 1: a layer
+    without tracks takes the frame's factor. Frame 2: too few tracks, its depth is kept. Where the layers
+    differ by less than the solve's own bias between layers (``layer_bias``), every pixel takes its frame's."""
+    params = SolveParams()
+    depth = np.full((3, 64, 96), 5.0, np.float32)
+    depth[:, :, 48:] = 20.0
+    colors = np.zeros((3, 64, 96, 3), np.uint8)
+    colors[:, :, 48:] = 200
+    rng = np.random.default_rng(0)
+    left, right = rng.uniform([2, 2], [46, 62], (100, 2)), rng.uniform([50, 2], [94, 62], (100, 2))
+    xy = np.concatenate([left, right, left[:60], left[:5]])
+    frame = np.repeat([0, 0, 1, 2], [100, 100, 60, 5])
+    weight = np.ones(len(xy))
+    weight[:10] = 0.0  # far tracks: their depth is not measured
+
+    def factors(near: float, far: float) -> np.ndarray:
+        log_ratio = np.concatenate([np.full(100, near), np.full(100, far), np.full(60, 0.02), np.zeros(5)])
+        log_ratio[:10] = 1.0
+        return np.log(_depth_factors(depth, colors, frame, xy, log_ratio, weight, params))
+
+    near, far = -np.log(1.1), np.log(1.05)
+    factor = factors(near, far)  # frame 0's weighted median is the far wall's (100 tracks against 90)
+    np.testing.assert_allclose(factor[0][:, 48:], far, atol=1e-6)
+    assert np.all(np.abs(factor[0][:, :48] - near) < 0.1 * abs(far - near)), factor[0][0, 0]
+    np.testing.assert_allclose(factor[1], 0.02, atol=1e-6)
+    np.testing.assert_array_equal(factor[2], 0.0)
+    agreeing = factors(0.01, 0.0)
+    np.testing.assert_allclose(agreeing[0], 0.0, atol=1e-6)
+    np.testing.assert_allclose(agreeing[1], 0.02, atol=1e-6)

@@ -32,9 +32,14 @@ prior is loose, so on their own a window could settle a few % off the one before
 points were triangulated over all its frames: a track of this window that follows one of them over the
 overlap frames is that point, and is anchored there (``_anchors``; ``SolveParams.link_*``).
 
-Then the dense depth follows the solve: each new frame's depth map is rescaled by the median ratio
-of its solved track depths to the network's depth under them, so the point cloud written for a frame
-agrees with its refined camera. Tracks seen over little parallax (far ones) count less in that median:
+Then the dense depth follows the solve (``_depth_factors``): each new frame's depth map is rescaled
+by the median ratio of its solved track depths to the network's depth under them, and each of its
+depth layers (segmented as the layer alignment does) towards its own tracks' median, as far as the
+layers' differences over the window stand out from their uncertainty (at least
+``SolveParams.layer_bias``): the network's layers are off by different scales, which the cameras'
+motion measures, and where they are not (the differences no larger than the solve's own), every
+layer keeps its frame's factor. So the point cloud written for a frame agrees with its refined
+camera layer by layer. Tracks seen over little parallax (far ones) count less in those medians:
 their solved depth is barely measured (``SolveParams.depth_parallax_deg``).
 
 Each track starts from the median back-projection of its network depth where the confidence mask
@@ -62,9 +67,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy.spatial import cKDTree
 
+from core.layer_align.apply import upsample_blocks
+from core.layer_align.segment import block_chroma, log_depth, sample_grid, segment_layers
+from core.layer_align.solve import group_weighted_median
 from core.registration import Reference, RegistrationResult
 from core.run.arrays import AlignedWindow
 from core.run.manifest import InputGeometry
+from core.run.settings import LayerAlignParams
 from core.run.solve import Bundles, SolveReport, SolveTally
 from core.solve.bundle import Anchors, BundleParams, Observations, adjust, initial_points, project, scaled_focal
 from core.solve.tracks import WindowTracks
@@ -80,6 +89,11 @@ class SolveParams:
     min_depth_obs: int = 20     # inlier observations a frame needs for its depth map to be rescaled
     depth_parallax_deg: float = 1.0  # in that rescale, tracks seen over less parallax than this count less, by
     #                                  the square of the ratio (the precision of their depth)
+    layer_bias: float = 0.02    # a depth layer's own rescale (log) is uncertain by its tracks' scatter and by at
+    #                             least this much: the solve's own depth biases between layers (far tracks seen
+    #                             through a slightly wrong lens) reach about 2 % (see ``_depth_factors``)
+    segment: LayerAlignParams = field(default_factory=LayerAlignParams)  # how the depth layers are segmented
+    #                                                                      (the engine passes the run's own)
     network_gate: float = 0.01  # track observations farther than this share of the footage width from where
     #                             the network's cameras and depth put them are left out before the adjustment
     #                             (moving things, mismatches): they would otherwise pull the solve
@@ -137,18 +151,44 @@ def _start_points(world_from_cam: np.ndarray, K: np.ndarray, obs: Observations, 
     return start
 
 
-def _frame_medians(values: np.ndarray, weights: np.ndarray, frame: np.ndarray, frames: int,
-                   minimum: int) -> np.ndarray:
-    """(frames,) weighted median of ``values`` per frame index (``weights`` (M,) >= 0), NaN where a frame has fewer
-    than ``minimum`` values."""
-    out = np.full(frames, np.nan)
-    for f in range(frames):
-        at = frame == f
-        if at.sum() >= minimum:
-            order = np.argsort(values[at])
-            cum = np.cumsum(weights[at][order] + 1e-9)  # all of them zero: the plain median
-            out[f] = values[at][order][min(np.searchsorted(cum, 0.5 * cum[-1]), len(cum) - 1)]
-    return out
+def _depth_factors(depth: np.ndarray, colors: np.ndarray, frame: np.ndarray, xy_pred: np.ndarray,
+                   log_ratio: np.ndarray, weight: np.ndarray, params: SolveParams) -> np.ndarray:
+    """(N, H, W) float32 factors that bring the network ``depth`` (N, H, W) of a window's new frames to their
+    solved tracks: per frame the weighted median of the tracks' ``log_ratio`` (M,) (solved over network depth,
+    observations on frames ``frame`` (M,) at prediction pixels ``xy_pred`` (M, 2), ``weight`` (M,) in [0, 1]);
+    per depth layer of a frame (segmented from the depth and ``colors`` (N, H, W, 3) as the layer alignment
+    does) the layer's own median, shrunk towards the frame's (empirical Bayes over the window's layers, each
+    uncertain by its tracks' scatter and at least ``params.layer_bias``): the network's layers are off by
+    different scales, and the tracks measure each against the cameras' motion. A frame with fewer than
+    ``params.min_depth_obs`` observations keeps its depth (factor 1)."""
+    n, height, width = depth.shape
+    stride = params.segment.stride
+    layers = segment_layers(log_depth(sample_grid(depth, stride)), params.segment, block_chroma(colors, stride))
+    h, w = layers.labels.shape[1:]
+    col = np.clip(np.floor(xy_pred[:, 0]).astype(np.int64) // stride, 0, w - 1)
+    row = np.clip(np.floor(xy_pred[:, 1]).astype(np.int64) // stride, 0, h - 1)
+    label = layers.labels[frame, row, col]
+    weight = weight + 1e-9  # where every weight is zero: the plain median
+    per_frame = group_weighted_median(log_ratio, frame, weight, n)
+    per_frame = np.where(np.bincount(frame, minlength=n) >= params.min_depth_obs, per_frame, np.nan)
+    on = label >= 0
+    label, log_ratio, weight = label[on], log_ratio[on], weight[on]
+    base = per_frame[layers.frame]
+    median = group_weighted_median(log_ratio, label, weight, layers.count)
+    # each layer's difference from its frame, and that difference's variance: its tracks' scatter (MAD) over
+    # their weight; the spread of the true differences over the window (tau^2) is what the measured ones
+    # show beyond that variance. Each layer keeps tau^2 / (tau^2 + its variance) of its own: none where the
+    # network's layers agree with each other (an exact network), most where they do not
+    n_layer = np.bincount(label, weight, minlength=layers.count)
+    mad = 1.4826 * group_weighted_median(np.abs(log_ratio - median[label]), label, weight, layers.count)
+    variance = (mad ** 2 + 1e-6) / np.maximum(n_layer, 1e-9) + params.layer_bias ** 2
+    own = median - base
+    seen = np.isfinite(own) & (n_layer >= 1)
+    tau2 = max(float(np.sum(n_layer[seen] * (own[seen] ** 2 - variance[seen])) / max(n_layer[seen].sum(), 1e-9)),
+               0.0)
+    per_layer = base + np.where(seen, own * tau2 / (tau2 + variance), 0.0)
+    grid = np.where(layers.labels >= 0, per_layer[np.maximum(layers.labels, 0)], per_frame[:, None, None])
+    return upsample_blocks(np.exp(np.nan_to_num(grid)).astype(np.float32), height, width, stride)
 
 
 def _parallax(world_from_cam: np.ndarray, points: np.ndarray, obs: Observations) -> np.ndarray:
@@ -277,11 +317,11 @@ class CameraSolve:
         use = ba.inlier & np.isfinite(obs.depth) & (obs.frame >= n_fixed)
         parallax = _parallax(ba.world_from_cam, ba.points, obs.subset(ba.inlier))[obs.point[use]]
         weight = np.minimum(np.degrees(parallax) / self.params.depth_parallax_deg, 1.0) ** 2
-        ratio = _frame_medians(np.log(z[use] / obs.depth[use]), weight, obs.frame[use] - n_fixed, len(win),
-                               self.params.min_depth_obs)
-        factor = np.exp(np.nan_to_num(ratio)).astype(np.float32)
+        xy_pred = (obs.xy[use] - self._to_footage[:2, 2]) / np.diag(self._to_footage)[:2]
+        factor = _depth_factors(win.depth, win.colors, obs.frame[use] - n_fixed, xy_pred,
+                                np.log(z[use] / obs.depth[use]), weight, self.params)
         new_poses = ba.world_from_cam[n_fixed:]
-        refined = replace(win, poses=new_poses.astype(np.float32), depth=win.depth * factor[:, None, None])
+        refined = replace(win, poses=new_poses.astype(np.float32), depth=win.depth * factor)
         if zoom:
             frame_K = scaled_focal(win.frame_K, ba.frame_focal_scale[n_fixed:]).astype(np.float32)
             refined = replace(refined, frame_K=frame_K, K=np.median(frame_K, axis=0))
@@ -451,13 +491,13 @@ def _anchors(obs: Observations, frames: np.ndarray, n_fixed: int, world_from_cam
 
 def _updated_reference(reference: Reference, frames: np.ndarray, poses: np.ndarray, factor: np.ndarray,
                        frame_K: np.ndarray | None) -> Reference:
-    """``reference`` with the refined ``poses`` (N, 4, 4), depth ``factor`` (N,) and, with a zoom, intrinsics
+    """``reference`` with the refined ``poses`` (N, 4, 4), depth ``factor`` (N, H, W) and, with a zoom, intrinsics
     ``frame_K`` (N, 3, 3) of the window's new ``frames``."""
     at = np.searchsorted(frames, reference.frames)
     ours = (at < len(frames)) & (frames[np.minimum(at, len(frames) - 1)] == reference.frames)
     new_poses = reference.poses.copy()
     new_poses[ours] = poses[at[ours]].astype(np.float32)  # as stored, so a resumed run continues exactly
-    scale = np.where(ours, factor[np.minimum(at, len(frames) - 1)], np.float32(1))[:, None, None]
+    scale = np.where(ours[:, None, None], factor[np.minimum(at, len(frames) - 1)], np.float32(1))
     if frame_K is not None:
         new_K = reference.frame_K.copy()
         new_K[ours] = frame_K[at[ours]]
