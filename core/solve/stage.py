@@ -309,16 +309,15 @@ class CameraSolve:
             return self._skipped(result, tracks.count, f"the solve moved a camera by {shift:.3g} scene units "
                                  f"at a typical depth of {typical:.3g} (mismatched tracks?)")
 
-        # dense depth follows the solve: per new frame, the median ratio of solved to network track depth, the
-        # tracks with little parallax weighted down by how poorly the cameras' motion measures their depth
-        # (the inverse variance of log depth goes as the parallax squared)
+        # dense depth follows the solve, frame by frame and layer by layer (``_depth_factors``), the tracks with
+        # little parallax weighted down by how poorly the cameras' motion measures their depth (the inverse
+        # variance of log depth goes as the parallax squared)
         R, C = ba.world_from_cam[:, :3, :3], ba.world_from_cam[:, :3, 3]
         uv, z = project(R, C, scaled_focal(Kf, ba.frame_focal_scale), np.nan_to_num(ba.points), obs, lens)
         use = ba.inlier & np.isfinite(obs.depth) & (obs.frame >= n_fixed)
         parallax = _parallax(ba.world_from_cam, ba.points, obs.subset(ba.inlier))[obs.point[use]]
         weight = np.minimum(np.degrees(parallax) / self.params.depth_parallax_deg, 1.0) ** 2
-        xy_pred = (obs.xy[use] - self._to_footage[:2, 2]) / np.diag(self._to_footage)[:2]
-        factor = _depth_factors(win.depth, win.colors, obs.frame[use] - n_fixed, xy_pred,
+        factor = _depth_factors(win.depth, win.colors, obs.frame[use] - n_fixed, self._prediction_pixels(obs.xy[use]),
                                 np.log(z[use] / obs.depth[use]), weight, self.params)
         new_poses = ba.world_from_cam[n_fixed:]
         refined = replace(win, poses=new_poses.astype(np.float32), depth=win.depth * factor)
@@ -416,7 +415,7 @@ class CameraSolve:
             parts.append((local[known], point + tracked, t.xy[known].astype(np.float64), t.rgb[known]))
             tracked += len(ids)
         local, point, xy, rgb = (np.concatenate(a) for a in zip(*parts))
-        xy_pred = (xy - self._to_footage[:2, 2]) / np.diag(self._to_footage)[:2]
+        xy_pred = self._prediction_pixels(xy)
         obs = Observations(local, point, xy, _sample_depth(depth, mask, local, xy_pred))
         raw = _sample_depth(depth, None, local, xy_pred)
         if not tracked:
@@ -426,6 +425,10 @@ class CameraSolve:
         agree = np.linalg.norm(uv - obs.xy, axis=1) < self.params.network_gate * self.geometry.footage[0]
         obs = obs.subset(agree)
         return obs, rgb[agree], tracked, _start_points(poses, Kf, obs, raw[agree], tracked, lens)
+
+    def _prediction_pixels(self, xy: np.ndarray) -> np.ndarray:
+        """(M, 2) prediction pixels of footage pixels ``xy`` (M, 2)."""
+        return (xy - self._to_footage[:2, 2]) / np.diag(self._to_footage)[:2]
 
     def _skipped(self, result: RegistrationResult, count: int, why: str) -> WindowSolve:
         """The window as registered, with no sparse solve and a warning saying ``why``."""
